@@ -1,0 +1,23 @@
+"""fian_fast: a fast, paper-faithful FIAN (Qu et al., ACM MM 2020) for temporal sentence grounding.
+
+Public API::
+
+    from fian_fast import FIAN, FIANConfig
+    model = FIAN(FIANConfig.preset("tacos"))
+
+Importing the package never imports Triton and never fails because the compiled extension is
+missing; :func:`has_ops` says whether it is there.
+"""
+from ._extension import extension_error, has_cuda_ops, has_ops
+from .config import FIANConfig
+from . import ops, reference
+
+__version__ = "0.1.0"
+
+__all__ = ["FIANConfig", "ops", "reference", "has_ops", "has_cuda_ops", "extension_error", "__version__"]
+
+try:  # the model package is optional while it is being assembled
+    from .model import FIAN  # noqa: F401
+    __all__.append("FIAN")
+except ImportError:  # pragma: no cover
+    pass

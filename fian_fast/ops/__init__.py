@@ -1,0 +1,9 @@
+"""Fused operators of fian_fast, one module per op.
+
+Each op validates its arguments, dispatches to the compiled kernels of ``fian_fast._C`` (CPU and
+CUDA) or to Triton (``cga`` on CUDA), and has a pure-PyTorch twin of the same name and signature
+in :mod:`fian_fast.reference`.
+"""
+from .pairwise_iou import pairwise_iou
+
+__all__ = ["pairwise_iou"]

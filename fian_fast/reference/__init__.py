@@ -1,0 +1,5 @@
+"""Pure-PyTorch oracles: one function per op of :mod:`fian_fast.ops`, same name and signature,
+written to read like the paper and computing in float32 (float64 where given float64)."""
+from .pairwise_iou import pairwise_iou
+
+__all__ = ["pairwise_iou"]
