@@ -38,6 +38,26 @@ def _cuda_archs(torch) -> str:
     return DEFAULT_ARCHS
 
 
+def _resolve_cuda_home():
+    """Point CUDA_HOME at a toolkit with headers before torch.utils.cpp_extension reads it.
+
+    An ``nvcc`` on the PATH may be a wrapper script outside its toolkit (``/usr/local/bin/nvcc``),
+    from which torch would guess ``/usr/local`` and miss ``cuda_runtime.h`` and ``libcudart``.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for home in candidates:
+        if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")) and os.path.exists(
+                os.path.join(home, "bin", "nvcc")):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
 def _nvcc_path():
     from torch.utils.cpp_extension import CUDA_HOME
 
@@ -50,6 +70,7 @@ def _extensions():
     if _flag("FIAN_FAST_SKIP_EXT"):
         print("fian_fast build: FIAN_FAST_SKIP_EXT=1, building no extension", file=sys.stderr)
         return [], {}
+    _resolve_cuda_home()
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
@@ -60,7 +81,7 @@ def _extensions():
     sources = [os.path.join("csrc", "fian_fast.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "ops", "cpu", "*.cpp")))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
-    cxx += ["-std=c++17", "-fopenmp"]
+    cxx += ["-fopenmp"]
     extra = {"cxx": cxx}
     define_macros = []
     archs = None
@@ -68,15 +89,15 @@ def _extensions():
         archs = _cuda_archs(torch)
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += sorted(glob.glob(os.path.join("csrc", "ops", "cuda", "*.cu")))
-        extra["nvcc"] = (["-O0", "-G"] if debug else ["-O3"]) + ["-std=c++17", "--expt-relaxed-constexpr"]
+        extra["nvcc"] = (["-O0", "-G"] if debug else ["-O3"]) + ["--expt-relaxed-constexpr"]
         define_macros.append(("FIAN_FAST_WITH_CUDA", None))
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
 
     print(
-        "fian_fast build: torch {} (CUDA {}), nvcc {}, CUDA kernels {}, archs {}, debug {}, MAX_JOBS {}".format(
-            torch.__version__, torch.version.cuda, nvcc or "not found",
+        "fian_fast build: torch {} (CUDA {}), CUDA_HOME {}, nvcc {}, CUDA kernels {}, archs {}, debug {}, MAX_JOBS {}".format(
+            torch.__version__, torch.version.cuda, os.environ.get("CUDA_HOME", "-"), nvcc or "not found",
             "on" if with_cuda else "off", archs or "-", debug, os.environ.get("MAX_JOBS", "default"),
         ),
         file=sys.stderr,

@@ -1,7 +1,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -44,7 +44,7 @@ at::Tensor pairwise_iou_cuda(const at::Tensor& a, const at::Tensor& b) {
   auto bc = b.contiguous();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((out.numel() + threads - 1) / threads, 65535);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "pairwise_iou_cuda", [&] {
     pairwise_iou_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
         ac.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, N, M);
