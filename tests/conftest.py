@@ -1,0 +1,35 @@
+"""Test harness: a ``cuda`` marker that skips without a GPU, and the Triton interpreter for
+kernel tests on the CPU.
+
+``TRITON_INTERPRET=1`` must be set before Triton compiles (imports) a kernel module, so it is
+set here, at collection time, when no GPU is visible: Triton kernels then run on CPU tensors.
+"""
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "slow: long-running test")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
