@@ -77,7 +77,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{name:<48} {device:<28} ref {ref*1e3:9.3f} ms  fast {fast*1e3:9.3f} ms  x{ratio:7.2f}")
 
 
-def timeit(fn, device: str, warmup: int = 3, repeat: int = 10) -> float:
+def _timeit(fn, device: str, warmup: int = 3, repeat: int = 10) -> float:
     """Median seconds per call of ``fn``; synchronizes CUDA around each call."""
     import statistics
     import time
@@ -93,3 +93,10 @@ def timeit(fn, device: str, warmup: int = 3, repeat: int = 10) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+@pytest.fixture
+def timeit():
+    """``timeit(fn, device, warmup=3, repeat=10)`` -> median seconds per call (CUDA synchronized).
+    Used for the side-by-side ratio; the ``benchmark`` fixture gives the full timing table."""
+    return _timeit
