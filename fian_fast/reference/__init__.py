@@ -2,5 +2,10 @@
 written to read like the paper and computing in float32 (float64 where given float64)."""
 from .cga import cga, cross_modal_attention, information_gate
 from .pairwise_iou import pairwise_iou
+from .window_candidates import window_candidates
+from .window_score import window_score
+from .iou_label import iou_label
+from .temporal_nms import temporal_nms
+from .decode import decode
 
-__all__ = ["pairwise_iou", "cga", "cross_modal_attention", "information_gate"]
+__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "cross_modal_attention", "information_gate"]
