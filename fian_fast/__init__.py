@@ -16,8 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = ["FIANConfig", "ops", "reference", "has_ops", "has_cuda_ops", "extension_error", "__version__"]
 
-try:  # the model package is optional while it is being assembled
-    from .model import FIAN  # noqa: F401
-    __all__.append("FIAN")
-except ImportError:  # pragma: no cover
-    pass
+from .model import FIAN, FIANLoss, FIANOutput, Prediction  # noqa: E402
+
+__all__ += ["FIAN", "FIANOutput", "FIANLoss", "Prediction"]

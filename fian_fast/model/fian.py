@@ -1,0 +1,165 @@
+"""FIAN: Fine-grained Iterative Attention Network (Qu et al., ACM MM 2020), section 3."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_finite, check_fraction, check_lengths, check_same_device, check_tensor
+from ..config import FIANConfig
+from ..reference.cga import length_mask
+from .decode import Prediction, decode
+from .encoders import QueryEncoder, VideoEncoder, zero_padding
+from .integration import Fusion, fusion_width
+from .iterative_attention import IterativeAttention
+from .localization import LocalizationHead
+from .loss import FIANLoss, fian_loss
+
+__all__ = ["FIAN", "FIANOutput"]
+
+BACKENDS = ("reference", "fast")
+
+
+class FIANOutput(NamedTuple):
+    """logits float [B, N] (cs_j = σ(logit)); offsets float [B, N, 2] (δ̂s, δ̂e) in frames;
+    candidates float32 [N, 2] frames [start, end); valid bool [B, N] (start < video_lengths[b]);
+    video_lengths int64 [B]."""
+    logits: torch.Tensor
+    offsets: torch.Tensor
+    candidates: torch.Tensor
+    valid: torch.Tensor
+    video_lengths: torch.Tensor
+
+
+class FIAN(nn.Module):
+    """The full model: representations (eq. 1-3) -> symmetrical iterative attention with CGA
+    (eq. 4-10) -> video-enhanced integration (eq. 11-14) -> content-oriented localization
+    (section 3.4); :meth:`loss` is eq. 15-18 and :meth:`predict` the inference of section 3.5.
+
+    ``cfg.variant`` selects the Table 4 ablations, ``cfg.gate`` the eq. 6 weight sharing, the
+    window sizes and ``cfg.strides`` the Table 6 settings. ``backend="fast"`` runs the fused ops
+    where they exist (``fian_fast.ops.cga`` on CUDA, the localization ops on any device) with the
+    same parameters; ``"reference"`` runs pure PyTorch.
+    """
+
+    def __init__(self, cfg: FIANConfig, backend: str = "reference") -> None:
+        super().__init__()
+        if not isinstance(cfg, FIANConfig):
+            raise ValueError(f"FIAN: cfg should be a FIANConfig, got {type(cfg).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"FIAN: backend should be one of {BACKENDS}, got {backend!r}")
+        cfg.validate()
+        self.cfg, self.backend = cfg, backend
+        d = cfg.hidden_size
+        self.query_encoder = QueryEncoder(cfg.word_dim, d, cfg.dropout)
+        self.video_encoder = VideoEncoder(cfg.video_dim, d, cfg.num_heads, cfg.dropout)
+        self.iterative_attention = IterativeAttention(cfg.variant, d, cfg.num_heads, cfg.ffn_size, cfg.dropout,
+                                                      cfg.gate, backend)
+        self.fusion = Fusion(cfg.variant, d, cfg.max_query_length, cfg.num_frames)
+        self.localization = LocalizationHead(fusion_width(cfg.variant, d), d, cfg.num_frames, cfg.window_sizes,
+                                             cfg.strides, cfg.dropout, backend)
+
+    @property
+    def candidates(self) -> torch.Tensor:
+        """float32 [N, 2] candidate windows in frames."""
+        return self.localization.candidates
+
+    # ---------------------------------------------------------------- checks
+    def _check_inputs(self, fn, video, video_lengths, query, query_lengths) -> None:
+        cfg = self.cfg
+        check_tensor(fn, "video", video, dim=3, floating=True, shape=(None, cfg.num_frames, cfg.video_dim))
+        B = video.shape[0]
+        if B < 1:
+            raise ValueError(f"{fn}: video should hold at least one sample, got shape {tuple(video.shape)}")
+        check_tensor(fn, "query", query, dim=3, floating=True, shape=(B, None, cfg.word_dim))
+        if not 1 <= query.shape[1] <= cfg.max_query_length:
+            raise ValueError(f"{fn}: query should have 1 to max_query_length={cfg.max_query_length} words, "
+                             f"got shape {tuple(query.shape)}")
+        check_lengths(fn, "video_lengths", video_lengths, B, cfg.num_frames)
+        check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1])
+        check_same_device(fn, video=video, video_lengths=video_lengths, query=query, query_lengths=query_lengths)
+        # padding may hold anything; only the frames and words in use must be finite
+        check_finite(fn, "video", zero_padding(video.detach(), video_lengths))
+        check_finite(fn, "query", zero_padding(query.detach(), query_lengths))
+
+    # --------------------------------------------------------------- forward
+    def forward(self, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
+                query_lengths: torch.Tensor) -> FIANOutput:
+        """Score every candidate window.
+
+        Args:
+            video: float [B, num_frames, video_dim], frames ``>= video_lengths[b]`` are padding.
+            video_lengths: int64 [B] in [1, num_frames].
+            query: float [B, Lq, word_dim] word vectors, Lq <= max_query_length (padded to it here).
+            query_lengths: int64 [B] in [1, Lq].
+        Returns:
+            :class:`FIANOutput`.
+        """
+        self._check_inputs("FIAN.forward", video, video_lengths, query, query_lengths)
+        video = zero_padding(video, video_lengths)
+        query = F.pad(zero_padding(query, query_lengths), (0, 0, 0, self.cfg.max_query_length - query.shape[1]))
+        h_q = self.query_encoder(query, query_lengths)                                     # eq. 1-3
+        h_v = self.video_encoder(video, video_lengths)
+        reps = self.iterative_attention(h_q, h_v, query_lengths, video_lengths)             # eq. 4-10
+        fused = self.fusion(reps, query_lengths, video_lengths)                            # eq. 11-14
+        logits, offsets = self.localization(fused, video_lengths)                          # sec. 3.4
+        candidates = self.candidates
+        valid = candidates[None, :, 0] < video_lengths[:, None].to(candidates.dtype)
+        return FIANOutput(logits, offsets, candidates, valid, video_lengths)
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, out: FIANOutput, gt: torch.Tensor) -> FIANLoss:
+        """Eq. 15-18 for a forward's output and the ground truth ``gt`` float [B, 2] =
+        (start, end) as fractions of each video's duration in [0, 1]. Returns scalars."""
+        fn = "FIAN.loss"
+        if not isinstance(out, FIANOutput):
+            raise ValueError(f"{fn}: out should be a FIANOutput, got {type(out).__name__}")
+        B = out.logits.shape[0]
+        check_tensor(fn, "gt", gt, dim=2, floating=True, shape=(B, 2))
+        check_same_device(fn, gt=gt, logits=out.logits)
+        check_finite(fn, "gt", gt)
+        if gt.numel() and (bool((gt < 0).any()) or bool((gt > 1).any())):
+            raise ValueError(f"{fn}: gt should lie in [0, 1], got values in [{float(gt.min())}, {float(gt.max())}]")
+        if bool((gt[:, 0] > gt[:, 1]).any()):
+            row = int(torch.nonzero(gt[:, 0] > gt[:, 1])[0])
+            raise ValueError(f"{fn}: gt should have start <= end, got {gt[row].tolist()} at row {row}")
+        return fian_loss(out.logits, out.offsets, out.candidates, out.valid, out.video_lengths, gt,
+                         self.cfg.tau, self.cfg.alpha, self.backend)
+
+    # ------------------------------------------------------------- inference
+    def decode(self, out: FIANOutput, durations: torch.Tensor, top_n: Optional[int] = None,
+               nms_threshold: Optional[float] = None) -> Prediction:
+        """Top-n segments in seconds from a forward's output (section 3.5).
+
+        durations: float [B] seconds (> 0); ``top_n`` / ``nms_threshold`` default to the config's.
+        Returns :class:`Prediction` (segments [B, n, 2] s, scores [B, n], indices [B, n])."""
+        fn = "FIAN.decode"
+        if not isinstance(out, FIANOutput):
+            raise ValueError(f"{fn}: out should be a FIANOutput, got {type(out).__name__}")
+        top_n = self.cfg.top_n if top_n is None else top_n
+        nms_threshold = self.cfg.nms_threshold if nms_threshold is None else nms_threshold
+        if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
+            raise ValueError(f"{fn}: top_n should be a positive int, got {top_n!r}")
+        check_fraction(fn, "nms_threshold", nms_threshold)
+        B = out.logits.shape[0]
+        check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(B,))
+        check_same_device(fn, durations=durations, logits=out.logits)
+        if not bool(torch.isfinite(durations).all()) or bool((durations <= 0).any()):
+            raise ValueError(f"{fn}: durations should be finite and > 0 seconds, got {durations.tolist()}")
+        with torch.no_grad():
+            return decode(out.candidates, out.logits.detach(), out.offsets.detach(), out.video_lengths, durations,
+                          float(nms_threshold), top_n, out.valid, self.backend)
+
+    def predict(self, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
+                query_lengths: torch.Tensor, durations: torch.Tensor, top_n: Optional[int] = None,
+                nms_threshold: Optional[float] = None) -> Prediction:
+        """forward + :meth:`decode` without gradients. The module's mode is left as it is: call
+        ``model.eval()`` first to switch dropout off."""
+        with torch.no_grad():
+            out = self(video, video_lengths, query, query_lengths)
+        try:
+            return self.decode(out, durations, top_n, nms_threshold)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("FIAN.decode", "FIAN.predict", 1)) from None
