@@ -1,8 +1,8 @@
-"""Lazy lookup of the fused ops and their pure-PyTorch twins.
+"""Lazy lookup of the fused ops.
 
-The model runs before (or without) the fused operators: each lookup happens at call time and
-returns ``None`` when ``fian_fast.ops.<name>`` / ``fian_fast.reference.<name>`` does not exist,
-so the caller falls back to the reference path or to a plain implementation of its own.
+The model runs before (or without) the fused operators: each lookup happens at the first call
+and returns ``None`` when ``fian_fast.ops.<name>`` does not exist, so the caller falls back to
+its pure-PyTorch twin in :mod:`fian_fast.reference`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import functools
 import importlib
 from typing import Callable, Optional
 
-__all__ = ["fast_op", "reference_op"]
+__all__ = ["fast_op"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,8 +30,3 @@ def _lookup(package: str, name: str) -> Optional[Callable]:
 def fast_op(name: str) -> Optional[Callable]:
     """``fian_fast.ops.<name>`` or None when that op is not there."""
     return _lookup("fian_fast.ops", name)
-
-
-def reference_op(name: str) -> Optional[Callable]:
-    """``fian_fast.reference.<name>`` or None when that oracle is not there."""
-    return _lookup("fian_fast.reference", name)

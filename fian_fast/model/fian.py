@@ -15,7 +15,7 @@ from .encoders import QueryEncoder, VideoEncoder, zero_padding
 from .integration import Fusion, fusion_width
 from .iterative_attention import IterativeAttention
 from .localization import LocalizationHead
-from .loss import FIANLoss, fian_loss
+from .loss import FIANLoss, clip_candidates, fian_loss
 
 __all__ = ["FIAN", "FIANOutput"]
 
@@ -131,7 +131,9 @@ class FIAN(nn.Module):
     # ------------------------------------------------------------- inference
     def decode(self, out: FIANOutput, durations: torch.Tensor, top_n: Optional[int] = None,
                nms_threshold: Optional[float] = None) -> Prediction:
-        """Top-n segments in seconds from a forward's output (section 3.5).
+        """Top-n segments in seconds from a forward's output (section 3.5): rank by σ(logit),
+        temporal NMS (IoU > ``nms_threshold`` suppressed) on the refined segments, top-n, frames
+        to seconds (``frames / video_lengths[b] * durations[b]``).
 
         durations: float [B] seconds (> 0); ``top_n`` / ``nms_threshold`` default to the config's.
         Returns :class:`Prediction` (segments [B, n, 2] s, scores [B, n], indices [B, n])."""
@@ -149,8 +151,12 @@ class FIAN(nn.Module):
         if not bool(torch.isfinite(durations).all()) or bool((durations <= 0).any()):
             raise ValueError(f"{fn}: durations should be finite and > 0 seconds, got {durations.tolist()}")
         with torch.no_grad():
-            return decode(out.candidates, out.logits.detach(), out.offsets.detach(), out.video_lengths, durations,
-                          float(nms_threshold), top_n, out.valid, self.backend)
+            # The loss regresses offsets from the window clipped to the video (eq. 17); shifting
+            # them by (clipped - window) makes ``window + offsets`` that same refined segment.
+            cand = out.candidates.float()
+            offsets = out.offsets.float() + (clip_candidates(cand, out.video_lengths) - cand)
+            return decode(cand, out.logits, offsets, out.video_lengths, durations, float(nms_threshold), top_n,
+                          out.valid, self.backend)
 
     def predict(self, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
                 query_lengths: torch.Tensor, durations: torch.Tensor, top_n: Optional[int] = None,

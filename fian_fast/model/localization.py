@@ -12,45 +12,21 @@ import math
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._dispatch import fast_op, reference_op
+from ..reference import window_candidates, window_score
+from ._dispatch import fast_op
 from .encoders import BiGRU
 
-__all__ = ["window_candidates", "window_score", "LocalizationHead"]
-
-
-def window_candidates(num_frames: int, window_sizes: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
-    """Candidate windows ``[start, end)`` in frames, float32 [N, 2] on the CPU, scale by scale in
-    the order given, then by start: ``start = i * θs``, ``end = start + θk`` for
-    ``i < (num_frames - θk) // θs + 1`` (the positions of a stride-θs, kernel-θk convolution)."""
-    shared = reference_op("window_candidates")
-    if shared is not None:
-        return shared(num_frames, list(window_sizes), list(strides))
-    rows = []
-    for k, s in zip(window_sizes, strides):
-        starts = torch.arange(0, num_frames - k + 1, s, dtype=torch.float32)
-        rows.append(torch.stack([starts, starts + k], dim=1))
-    return torch.cat(rows)
-
-
-def window_score(features: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                 window_sizes: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
-    """Per-scale ``F.conv1d(features^T, w_s, b_s, stride=θs)`` concatenated in candidate order.
-
-    features [B, T, C]; weights[s] [3, C, θk]; biases[s] [3] -> [B, N, 3] (logit, δs, δe).
-    """
-    x = features.transpose(1, 2)
-    return torch.cat([F.conv1d(x, w, b, stride=s).transpose(1, 2)
-                      for w, b, s in zip(weights, biases, strides)], dim=1)
+__all__ = ["LocalizationHead"]
 
 
 class LocalizationHead(nn.Module):
     """``M̂ = BiGRU(M)`` then content-oriented window scoring (section 3.4).
 
     ``backend="fast"`` calls ``fian_fast.ops.window_score`` (same weights, same function) when
-    that op exists; otherwise the per-scale ``F.conv1d`` of :func:`window_score` runs.
+    that op exists; otherwise :func:`fian_fast.reference.window_score` (per-scale ``F.conv1d``
+    concatenated in candidate order) runs.
     The candidates are a buffer [N, 2] (frames), built from ``window_sizes`` and ``strides``.
     """
 

@@ -11,7 +11,8 @@ from typing import NamedTuple, Tuple
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import fast_op, reference_op
+from ..reference import iou_label as reference_iou_label
+from ._dispatch import fast_op
 
 __all__ = ["FIANLoss", "clip_candidates", "iou_label", "alignment_loss", "boundary_loss", "fian_loss"]
 
@@ -30,16 +31,6 @@ def clip_candidates(candidates: torch.Tensor, video_lengths: torch.Tensor) -> to
     return torch.minimum(candidates[None].clamp(min=0), hi)
 
 
-def _plain_iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
-    s, e = candidates[..., 0], candidates[..., 1]                                # [B, N]
-    gs, ge = gt[:, None, 0], gt[:, None, 1]
-    inter = (torch.minimum(e, ge) - torch.maximum(s, gs)).clamp(min=0)
-    union = (e - s) + (ge - gs) - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
-    targets = torch.stack([gs - s, ge - e], dim=-1)
-    return iou, iou > tau, targets
-
-
 def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float,
               backend: str = "reference") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IoU labels of the candidates (section 3.5).
@@ -52,8 +43,7 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float,
         iou float [B, N], positive bool [B, N], offset_targets float [B, N, 2] = gt - candidate
         (δs, δe of eq. 17), frames.
     """
-    fn = fast_op("iou_label") if backend == "fast" else None
-    fn = fn or reference_op("iou_label") or _plain_iou_label
+    fn = (fast_op("iou_label") if backend == "fast" else None) or reference_iou_label
     return fn(candidates, gt, tau)
 
 
