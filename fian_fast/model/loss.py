@@ -47,6 +47,10 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float,
     return fn(candidates, gt, tau)
 
 
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def _set_mean(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over ``members`` (bool, same shape); 0 for an empty set."""
     count = members.sum()
@@ -63,9 +67,10 @@ def alignment_loss(logits: torch.Tensor, iou: torch.Tensor, positive: torch.Tens
     Positives and negatives are averaged separately over the whole batch (valid candidates
     only) and the two means summed; an empty set contributes 0.
 
-    logits [B, N], iou [B, N] in [0, 1], positive / valid bool [B, N] -> scalar (float32).
+    logits [B, N], iou [B, N] in [0, 1], positive / valid bool [B, N] -> scalar (float32; float64 for float64).
     """
-    per = F.binary_cross_entropy_with_logits(logits.float(), iou.float(), reduction="none")     # -L_j
+    acc = _acc_dtype(logits)
+    per = F.binary_cross_entropy_with_logits(logits.to(acc), iou.to(acc), reduction="none")     # -L_j
     return _set_mean(per, valid & positive) + _set_mean(per, valid & ~positive)
 
 
@@ -73,9 +78,10 @@ def boundary_loss(offsets: torch.Tensor, offset_targets: torch.Tensor, positive:
     """Eq. 17: ``1/N_pos Σ_j R1(δ̂s_j - δs_j) + R1(δ̂e_j - δe_j)`` over the positives (R1 = smooth
     L1, β = 1); 0 when there is none.
 
-    offsets, offset_targets float [B, N, 2] frames; positive bool [B, N] -> scalar (float32).
+    offsets, offset_targets float [B, N, 2] frames; positive bool [B, N] -> scalar (float32; float64 for float64).
     """
-    per = F.smooth_l1_loss(offsets.float(), offset_targets.float(), reduction="none").sum(-1)
+    acc = _acc_dtype(offsets)
+    per = F.smooth_l1_loss(offsets.to(acc), offset_targets.to(acc), reduction="none").sum(-1)
     return _set_mean(per, positive)
 
 
