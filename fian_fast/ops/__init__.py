@@ -4,6 +4,7 @@ Each op validates its arguments, dispatches to the compiled kernels of ``fian_fa
 CUDA) or to Triton (``cga`` on CUDA), and has a pure-PyTorch twin of the same name and signature
 in :mod:`fian_fast.reference`.
 """
+from .cga import cga
 from .pairwise_iou import pairwise_iou
 
-__all__ = ["pairwise_iou"]
+__all__ = ["cga", "pairwise_iou"]

@@ -1,0 +1,255 @@
+"""``fian_fast.ops.cga``: cross-modal guided attention (paper section 3.3.1, eq. 4-6).
+
+Same signature and function as :func:`fian_fast.reference.cga.cga`. On CUDA (float32, float16,
+bfloat16) it runs the fused Triton path :func:`cga_triton`; on the CPU, and for float64 anywhere,
+it runs the reference. :func:`cga_triton` runs the Triton path on any device (on the CPU under
+``TRITON_INTERPRET=1``, which the tests use).
+
+Exact algebraic fusions of the Triton path (each is an identity, not an approximation):
+
+1. One GEMM per input for the projections sharing it:
+   ``Q [W_q; W_q^g (; W_q^i)]^T`` and ``V [W_K; W_V]^T``.
+2. W^O folded into the gate's value projections: ``CMA(Q, V) W_v^g^T = heads (W_v^g W^O)^T``,
+   so ``x = Q W_q^g^T + heads (W_v^g W^O)^T`` with ``W_v^g W^O`` ([d, d]) formed once per call
+   and the addition done by the GEMM's accumulate (``addmm``); CMA itself is never materialized.
+3. The attention core (online softmax, lengths as ints, eq. 4) and the gate
+   ``sigmoid(x + b^g) * (x + b^i)`` (or ``sigmoid(g + b^g) * (i + b^i)``, eq. 6) are Triton
+   kernels registered as ``torch.library.triton_op``s with autograd
+   (``fian_fast::cga_attention``, ``fian_fast::cga_gate``), so torch.compile sees through them.
+
+Rows ``>= query_lengths[b]`` of the output are zero; a sample with ``key_lengths[b] == 0`` gets
+CMA = 0 (the gate still sees its query), never NaN.
+
+Float32 dots follow torch's own float32 matmul setting (:func:`torch.get_float32_matmul_precision`):
+``"highest"`` (the default) runs them in IEEE float32, otherwise as TF32, so the Triton dots and
+the cuBLAS projections of one call share a precision.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .._validation import check_same_device, check_tensor
+from ..reference import cga as _reference
+
+__all__ = ["cga", "cga_triton"]
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _kernels():
+    from ..kernels import cga as kernels  # imports triton: only on the Triton path
+
+    return kernels
+
+
+# ---- torch.library registration ------------------------------------------------------------
+# torch.library.triton_op imports triton, so the ops are registered on first use of the Triton
+# path, not at import time (``import fian_fast`` never imports triton).
+
+def _cga_attention(q: Tensor, k: Tensor, v: Tensor, query_lengths: Tensor, key_lengths: Tensor,
+                   num_heads: int, input_precision: str) -> Tuple[Tensor, Tensor]:
+    """fian_fast::cga_attention — heads [B, Lq, d] and base-2 LSE [B, H, Lq] float32 (eq. 4)."""
+    return _kernels().cga_attention_fwd(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+
+
+def _cga_attention_backward(grad_heads: Tensor, q: Tensor, k: Tensor, v: Tensor, heads: Tensor, lse: Tensor,
+                            query_lengths: Tensor, key_lengths: Tensor, num_heads: int,
+                            input_precision: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """fian_fast::cga_attention_backward — (dq, dk, dv), deterministic."""
+    return _kernels().cga_attention_bwd(grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads,
+                                        input_precision)
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, query_lengths, key_lengths, num_heads, input_precision = inputs
+    heads, lse = output
+    ctx.save_for_backward(q, k, v, heads, lse, query_lengths, key_lengths)
+    ctx.num_heads, ctx.input_precision = num_heads, input_precision
+    ctx.mark_non_differentiable(lse)
+
+
+def _attention_backward(ctx, grad_heads, grad_lse):
+    q, k, v, heads, lse, query_lengths, key_lengths = ctx.saved_tensors
+    dq, dk, dv = torch.ops.fian_fast.cga_attention_backward(grad_heads, q, k, v, heads, lse, query_lengths,
+                                                            key_lengths, ctx.num_heads, ctx.input_precision)
+    return dq, dk, dv, None, None, None, None
+
+
+def _cga_gate(x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor, query_lengths: Tensor) -> Tensor:
+    """fian_fast::cga_gate — sigmoid(x + b_g) * (info or x + b_i), zero padded rows (eq. 6)."""
+    return _kernels().cga_gate_fwd(x, info, b_gate, b_info, query_lengths)
+
+
+def _cga_gate_backward(grad_out: Tensor, x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor,
+                       query_lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """fian_fast::cga_gate_backward — (dx, dinfo, db_gate, db_info); dinfo is empty [0] for the
+    shared gate (a schema output cannot be None)."""
+    dx, di, dbg, dbi = _kernels().cga_gate_bwd(grad_out, x, info, b_gate, b_info, query_lengths)
+    return dx, (di if di is not None else x.new_empty((0,))), dbg, dbi
+
+
+def _gate_setup(ctx, inputs, output):
+    x, info, b_gate, b_info, query_lengths = inputs
+    ctx.separate = info is not None
+    ctx.save_for_backward(x, info if info is not None else x, b_gate, b_info, query_lengths)
+
+
+def _gate_backward(ctx, grad_out):
+    x, info, b_gate, b_info, query_lengths = ctx.saved_tensors
+    dx, di, dbg, dbi = torch.ops.fian_fast.cga_gate_backward(grad_out, x, info if ctx.separate else None, b_gate,
+                                                             b_info, query_lengths)
+    return dx, (di if ctx.separate else None), dbg, dbi, None
+
+
+_REGISTERED = False
+
+
+def _register() -> None:
+    """Register the four triton_ops and their autograd (idempotent). Called through
+    ``torch.compiler.disable`` (applied here, not at import: it imports dynamo, which imports
+    triton) so that a first call inside a compiled region runs it eagerly."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    for name, impl in (("cga_attention", _cga_attention), ("cga_attention_backward", _cga_attention_backward),
+                       ("cga_gate", _cga_gate), ("cga_gate_backward", _cga_gate_backward)):
+        torch.library.triton_op(f"fian_fast::{name}", impl, mutates_args=())
+    torch.library.register_autograd("fian_fast::cga_attention", _attention_backward, setup_context=_attention_setup)
+    torch.library.register_autograd("fian_fast::cga_gate", _gate_backward, setup_context=_gate_setup)
+    _REGISTERED = True
+
+
+# ---- entry points ---------------------------------------------------------------------------
+
+_WEIGHTS = ("w_q", "w_k", "w_v", "w_o", "w_gate_q", "w_gate_v")
+
+
+def _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate, b_info, num_heads, w_info_q,
+              w_info_v) -> None:
+    check_tensor(fn, "query", query, dim=3, floating=True)
+    B, Lq, d = query.shape
+    check_tensor(fn, "key_value", key_value, dim=3, floating=True, shape=(B, None, d))
+    Lk = key_value.shape[1]
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"{fn}: num_heads should be a positive int, got {num_heads!r}")
+    if d % num_heads:
+        raise ValueError(f"{fn}: num_heads should divide the feature size d = {d}, got num_heads = {num_heads}")
+    if (w_info_q is None) != (w_info_v is None):
+        raise ValueError(f"{fn}: w_info_q and w_info_v should be given together or not at all, got "
+                         f"w_info_q {'None' if w_info_q is None else 'a tensor'} and "
+                         f"w_info_v {'None' if w_info_v is None else 'a tensor'}")
+    named = dict(weights)
+    if w_info_q is not None:
+        named.update(w_info_q=w_info_q, w_info_v=w_info_v)
+    for name, w in named.items():
+        check_tensor(fn, name, w, dim=2, floating=True, shape=(d, d))
+    for name, b in (("b_gate", b_gate), ("b_info", b_info)):
+        check_tensor(fn, name, b, dim=1, floating=True, shape=(d,))
+    for name, lengths in (("query_lengths", query_lengths), ("key_lengths", key_lengths)):
+        check_tensor(fn, name, lengths, dim=1, floating=False, shape=(B,))
+        if lengths.dtype == torch.bool:
+            raise ValueError(f"{fn}: {name} should be an integer tensor, got {lengths.dtype}")
+    floats = {"query": query, "key_value": key_value, **named, "b_gate": b_gate, "b_info": b_info}
+    for name, t in floats.items():
+        if t.dtype != query.dtype:
+            raise ValueError(f"{fn}: {name} should have the dtype of query ({query.dtype}), got {t.dtype}")
+    check_same_device(fn, **floats, query_lengths=query_lengths, key_lengths=key_lengths)
+    if B:
+        # one host sync for both range checks
+        lo_q, hi_q, lo_k, hi_k = torch.stack([query_lengths.min(), query_lengths.max(), key_lengths.min(),
+                                              key_lengths.max()]).tolist()
+        for name, lo, hi, top in (("query_lengths", lo_q, hi_q, Lq), ("key_lengths", lo_k, hi_k, Lk)):
+            if lo < 0 or hi > top:
+                raise ValueError(f"{fn}: {name} should lie in [0, {top}], got values in [{lo}, {hi}]")
+
+
+def _default_precision(dtype: torch.dtype) -> str:
+    if dtype != torch.float32:
+        return "tf32"  # unused for half types
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def _cga_fused(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate,
+               b_info, num_heads, w_info_q, w_info_v, input_precision):
+    if not _REGISTERED:
+        torch.compiler.disable(_register)()
+    B, Lq, d = query.shape
+    Lk = key_value.shape[1]
+    separate = w_info_q is not None
+    # fusion 1: one GEMM per shared input
+    w_query_side = torch.cat([w_q, w_gate_q, w_info_q] if separate else [w_q, w_gate_q])
+    proj = query.reshape(B * Lq, d) @ w_query_side.t()                      # [B*Lq, 2d | 3d]
+    kv = key_value.reshape(B * Lk, d) @ torch.cat([w_k, w_v]).t()           # [B*Lk, 2d]
+    q = proj[:, :d].view(B, Lq, d)
+    k = kv[:, :d].view(B, Lk, d)
+    v = kv[:, d:].view(B, Lk, d)
+    heads, _ = torch.ops.fian_fast.cga_attention(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+    # fusion 2: W^O folded into the gate's value projections
+    w_heads = torch.cat([w_gate_v @ w_o, w_info_v @ w_o]) if separate else w_gate_v @ w_o
+    pre = torch.addmm(proj[:, d:], heads.view(B * Lq, d), w_heads.t())      # [B*Lq, d | 2d]
+    x = pre[:, :d].view(B, Lq, d)
+    info = pre[:, d:].view(B, Lq, d) if separate else None
+    return torch.ops.fian_fast.cga_gate(x, info, b_gate, b_info, query_lengths)
+
+
+def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w_q: Tensor,
+               w_k: Tensor, w_v: Tensor, w_o: Tensor, w_gate_q: Tensor, w_gate_v: Tensor, b_gate: Tensor,
+               b_info: Tensor, num_heads: int, w_info_q: Optional[Tensor] = None, w_info_v: Optional[Tensor] = None,
+               *, input_precision: Optional[str] = None) -> Tensor:
+    """The fused Triton path of :func:`cga` on any device (CPU tensors need ``TRITON_INTERPRET=1``
+    set before the first call). Arguments as :func:`cga`; float32, float16 or bfloat16.
+
+    ``input_precision`` (``"ieee"``, ``"tf32"``, ``"tf32x3"``) sets how float32 ``tl.dot``s run;
+    None follows :func:`torch.get_float32_matmul_precision` (``"highest"`` -> ``"ieee"``).
+    """
+    fn = "cga_triton"
+    weights = dict(zip(_WEIGHTS, (w_q, w_k, w_v, w_o, w_gate_q, w_gate_v)))
+    _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate, b_info, num_heads, w_info_q,
+              w_info_v)
+    if query.dtype not in _TRITON_DTYPES:
+        raise ValueError(f"{fn}: query should be float32, float16 or bfloat16, got {query.dtype}")
+    if input_precision is None:
+        input_precision = _default_precision(query.dtype)
+    if input_precision not in ("ieee", "tf32", "tf32x3"):
+        raise ValueError(f"{fn}: input_precision should be 'ieee', 'tf32', 'tf32x3' or None, got {input_precision!r}")
+    return _cga_fused(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate,
+                      b_info, num_heads, w_info_q, w_info_v, input_precision)
+
+
+def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w_q: Tensor, w_k: Tensor,
+        w_v: Tensor, w_o: Tensor, w_gate_q: Tensor, w_gate_v: Tensor, b_gate: Tensor, b_info: Tensor,
+        num_heads: int, w_info_q: Optional[Tensor] = None, w_info_v: Optional[Tensor] = None) -> Tensor:
+    """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5), fused on CUDA.
+
+    Args:
+        query: Tensor[B, Lq, d] float — the modality that asks (Q).
+        key_value: Tensor[B, Lk, d] float, dtype and device of ``query`` — the attended modality.
+        query_lengths, key_lengths: int Tensor[B], valid lengths in [0, Lq] and [0, Lk].
+        w_q, w_k, w_v: Tensor[d, d] — heads' W_i^Q, W_i^K, W_i^V stacked on the output axis
+            (head i owns rows i*d/num_heads:(i+1)*d/num_heads); ``nn.Linear`` convention y = x W^T.
+        w_o: Tensor[d, d] — W^O of eq. 5.
+        w_gate_q, w_gate_v: Tensor[d, d] — W_q^g, W_v^g of eq. 6.
+        b_gate, b_info: Tensor[d] — b^g, b^i.
+        num_heads: n, dividing d.
+        w_info_q, w_info_v: Tensor[d, d] W_q^i, W_v^i, or None for the paper's shared W^i = W^g.
+    Returns:
+        Tensor[B, Lq, d], dtype of ``query`` (the autocast dtype under CUDA autocast), zero at rows
+        >= query_lengths[b]. Differentiable w.r.t. every float argument.
+    """
+    fn = "cga"
+    weights = dict(zip(_WEIGHTS, (w_q, w_k, w_v, w_o, w_gate_q, w_gate_v)))
+    args = [query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate, b_info,
+            num_heads, w_info_q, w_info_v]
+    on_cuda = isinstance(query, Tensor) and query.device.type == "cuda"
+    if on_cuda and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        args = [a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
+        with torch.autocast("cuda", enabled=False):
+            return cga(*args)
+    _validate(fn, args[0], args[1], args[2], args[3], weights, b_gate, b_info, num_heads, w_info_q, w_info_v)
+    if on_cuda and query.dtype in _TRITON_DTYPES:
+        return _cga_fused(*args, _default_precision(query.dtype))
+    return _reference.cga(*args)
