@@ -1,0 +1,176 @@
+"""Torch dataset and collate producing exactly the inputs of :class:`fian_fast.FIAN`.
+
+:class:`GroundingDataset` pairs cleaned records with a feature store and a vocabulary; items are
+resampled to ``cfg.num_frames`` and queries encoded (truncated to ``cfg.max_query_length``
+tokens). :func:`collate` stacks items into a :class:`Batch`. :func:`load_split` reads one split
+of a dataset from its public files (or the built-in synthetic data), cleans it, checks the
+features and builds the dataset.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .features import FeatureStore, MemoryFeatures, check_features, open_features, resample
+from .formats import read_annotations
+from .records import CleaningReport, Record, clean_records
+from .text import Vocabulary, word_vectors
+
+__all__ = ["Batch", "GroundingDataset", "collate", "load_split", "DATASETS"]
+
+DATASETS = ("synthetic", "charades", "tacos", "activitynet", "lighthouse")
+
+
+class Batch(NamedTuple):
+    """One batch of model inputs.
+
+    Attributes:
+        video: float32 [B, Lv, video_dim], Lv = cfg.num_frames; frames >= video_lengths are zeros.
+        video_lengths: int64 [B] in [1, Lv].
+        query: float32 [B, Lq, word_dim] word vectors, Lq = longest query of the batch (<= max_query_length).
+        query_lengths: int64 [B] in [1, Lq].
+        gt: float32 [B, 2] ground-truth (start, end) as fractions of the duration, in [0, 1].
+        durations: float32 [B] seconds.
+        video_ids, sentences: the batch's video ids and sentences (lists of str).
+    """
+
+    video: torch.Tensor
+    video_lengths: torch.Tensor
+    query: torch.Tensor
+    query_lengths: torch.Tensor
+    gt: torch.Tensor
+    durations: torch.Tensor
+    video_ids: List[str]
+    sentences: List[str]
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.video), move(self.video_lengths), move(self.query), move(self.query_lengths),
+                     move(self.gt), move(self.durations), self.video_ids, self.sentences)
+
+    def model_inputs(self) -> tuple:
+        """``(video, video_lengths, query, query_lengths)``, the positional inputs of ``FIAN``."""
+        return self.video, self.video_lengths, self.query, self.query_lengths
+
+
+class GroundingDataset(Dataset):
+    """Items ``(video [Lv, D], video_length, query [L, word_dim], gt [2], duration, video_id, sentence)``.
+
+    Args:
+        records: cleaned records (start < end within [0, duration]).
+        features: the feature store holding every record's video.
+        vocab: vocabulary; tokens it lacks are added from its source (see :meth:`Vocabulary.extend`).
+        num_frames: Lv (``cfg.num_frames``).
+        max_query_length: queries keep their first ``max_query_length`` tokens.
+        cache_videos: keep resampled videos in memory (per process) after first use.
+    """
+
+    def __init__(self, records: Sequence[Record], features: FeatureStore, vocab: Vocabulary, num_frames: int,
+                 max_query_length: int, cache_videos: bool = False):
+        self.records = list(records)
+        self.features = features
+        self.vocab = vocab
+        self.num_frames = num_frames
+        self.max_query_length = max_query_length
+        self.cache_videos = cache_videos
+        self._cache: Dict[str, tuple] = {}
+        vocab.extend(r.sentence for r in self.records)
+        self.queries = []
+        for r in self.records:
+            try:
+                self.queries.append(vocab.encode(r.sentence, max_query_length))
+            except ValueError:
+                raise ValueError(f"query {r.video_id}/{r.query_id} has no words: {r.sentence!r}") from None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def video(self, video_id: str) -> tuple:
+        """``(float32 tensor [Lv, D], length)`` of ``video_id`` after resampling."""
+        hit = self._cache.get(video_id)
+        if hit is not None:
+            return hit
+        arr, length = resample(self.features.get(video_id), self.num_frames)
+        out = (torch.from_numpy(arr), length)
+        if self.cache_videos:
+            self._cache[video_id] = out
+        return out
+
+    def __getitem__(self, i: int) -> tuple:
+        r = self.records[i]
+        video, length = self.video(r.video_id)
+        s, e = r.fraction
+        return video, length, self.queries[i], torch.tensor([s, e], dtype=torch.float32), r.duration, r.video_id, r.sentence
+
+
+def collate(items: Sequence[tuple]) -> Batch:
+    """Stack dataset items into a :class:`Batch` (queries zero-padded to the longest)."""
+    videos, vlens, queries, gts, durations, vids, sentences = zip(*items)
+    qlens = [q.shape[0] for q in queries]
+    query = torch.zeros(len(items), max(qlens), queries[0].shape[1])
+    for b, q in enumerate(queries):
+        query[b, : q.shape[0]] = q
+    return Batch(torch.stack(videos), torch.tensor(vlens, dtype=torch.int64), query,
+                 torch.tensor(qlens, dtype=torch.int64), torch.stack(gts),
+                 torch.tensor(durations, dtype=torch.float32), list(vids), list(sentences))
+
+
+_SYNTHETIC_CACHE: Dict[tuple, object] = {}
+
+
+def synthetic_data(seed: int = 0, num_videos=(1200, 150, 200), video_dim: int = 32):
+    """The synthetic data, built once per process for given arguments."""
+    from .synthetic import make_synthetic
+
+    key = (seed, tuple(num_videos), video_dim)
+    if key not in _SYNTHETIC_CACHE:
+        _SYNTHETIC_CACHE[key] = make_synthetic(seed, num_videos, video_dim)
+    return _SYNTHETIC_CACHE[key]
+
+
+def load_split(dataset: str, split: str, num_frames: int, max_query_length: int, video_dim: Optional[int] = None,
+               data_dir: Optional[str] = None, features: Optional[str] = None, vocab: Optional[Vocabulary] = None,
+               glove: Optional[str] = None, feature_key: Optional[str] = None, strict: bool = False,
+               synthetic_sizes=(1200, 150, 200), seed: int = 0, cache_videos: bool = False):
+    """Read, clean and check one split and build its :class:`GroundingDataset`.
+
+    Args:
+        dataset: one of :data:`DATASETS`. ``synthetic`` without ``data_dir`` uses the built-in data.
+        split: ``train``, ``val`` or ``test``.
+        num_frames, max_query_length: from the config.
+        video_dim: expected feature dimension (checked against the features).
+        data_dir: folder of the annotation files under their public names.
+        features: HDF5 file or ``.npy`` folder (required with ``data_dir``).
+        vocab: vocabulary to extend; a new one is built from ``glove`` (default: GloVe 6B 50-d) if None.
+        strict: raise on queries the cleaning would drop.
+
+    Returns:
+        ``(GroundingDataset, CleaningReport)``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
+    if dataset == "synthetic" and data_dir is None:
+        data = synthetic_data(seed, synthetic_sizes, video_dim or 32)
+        if split not in data.splits:
+            raise ValueError(f"split should be one of train, val, test, got {split!r}")
+        raw, source = data.splits[split], f"synthetic:{split}"
+        store: FeatureStore = MemoryFeatures(data.features, path="<synthetic>")
+    else:
+        if data_dir is None or features is None:
+            raise ValueError(f"dataset {dataset!r} needs --data-dir (annotation files) and --features "
+                             f"(HDF5 file or .npy folder)")
+        layout = "activitynet" if dataset == "synthetic" else dataset
+        raw, source = read_annotations(layout, data_dir, split)
+        if not os.path.exists(features):
+            raise ValueError(f"features not found: {features}")
+        store = open_features(features, key=feature_key)
+    records, report = clean_records(raw, source, strict=strict)
+    check_features(store, (r.video_id for r in records), expected_dim=video_dim)
+    if vocab is None:
+        vocab = Vocabulary.build((r.sentence for r in records), word_vectors(glove))
+    ds = GroundingDataset(records, store, vocab, num_frames, max_query_length, cache_videos=cache_videos)
+    return ds, report
