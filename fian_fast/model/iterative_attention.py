@@ -49,7 +49,8 @@ class IterativeAttention(nn.Module):
     Branch 2, video-query (eq. 10): V2 = Enc_vq(V, Q),  Q2 = Enc_qv(Q, V2).
     Four encoders, each with its own weights. ``variant`` decides which are built:
 
-    * ``full``, ``concat``, ``matrix``: both branches -> {Q1, V1, Q2, V2};
+    * ``full``: both branches -> {Q1, V1, Q2, V2};
+    * ``concat``, ``matrix``: both branches up to the video -> {Q1, V1, V2} (Q2 is never read);
     * ``qvma``: branch 1 -> {Q1, V1};  ``vqma``: branch 2 -> {Q2, V2};
     * ``vq`` / ``cma`` / ``soft``: one V-Q encoder with CGA / CMA / soft attention -> {V2}.
     """
@@ -63,13 +64,12 @@ class IterativeAttention(nn.Module):
             return CrossModalEncoder(hidden_size, num_heads, ffn_size, dropout, attention, gate, backend)
 
         self.branch1 = variant in ("full", "concat", "matrix", "qvma")
-        self.branch2 = variant in ("full", "concat", "matrix", "vqma")
+        self.q2 = variant in ("full", "vqma")    # concat / matrix never read Q2: no dead encoder
         if self.branch1:
             self.q1_encoder, self.v1_encoder = encoder(), encoder()
-        if self.branch2:
-            self.v2_encoder, self.q2_encoder = encoder(), encoder()
-        if variant in ("vq", "cma", "soft"):
-            self.v2_encoder = encoder({"vq": "cga", "cma": "cma", "soft": "soft"}[variant])
+        self.v2_encoder = encoder({"soft": "soft", "cma": "cma"}.get(variant, "cga")) if variant != "qvma" else None
+        if self.q2:
+            self.q2_encoder = encoder()
 
     def forward(self, h_q: torch.Tensor, h_v: torch.Tensor, query_lengths: torch.Tensor,
                 video_lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -79,8 +79,8 @@ class IterativeAttention(nn.Module):
         if self.branch1:
             out["Q1"] = self.q1_encoder(h_q, h_v, query_lengths, video_lengths)              # eq. 9
             out["V1"] = self.v1_encoder(h_v, out["Q1"], video_lengths, query_lengths)
-        if hasattr(self, "v2_encoder"):
+        if self.v2_encoder is not None:
             out["V2"] = self.v2_encoder(h_v, h_q, video_lengths, query_lengths)              # eq. 10
-        if self.branch2:
+        if self.q2:
             out["Q2"] = self.q2_encoder(h_q, out["V2"], query_lengths, video_lengths)
         return out
