@@ -203,3 +203,171 @@ def test_fast_backend_matches_reference_on_cpu():
     pa, pb = ref.decode(a, durations), fast.decode(b, durations)
     assert torch.equal(pa.indices, pb.indices)
     torch.testing.assert_close(pb.segments, pa.segments, atol=1e-4, rtol=1e-5)
+
+
+# -------------------------------------------------------------------------------------- decoding
+def _iou(a, b):
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.mark.parametrize("nms", [0.3, 0.5, 0.9])
+def test_predictions_sorted_inside_and_suppressed(nms):
+    cfg = tiny(window_sizes=(4, 6, 8, 12), fixed_stride=1)
+    model = FIAN(cfg).eval()
+    durations = torch.tensor([30.0, 7.5, 100.0])
+    x = inputs(cfg, [24, 10, 3], [8, 4, 2])
+    pred = model.predict(*x, durations, top_n=6, nms_threshold=nms)
+    assert pred.segments.shape == (3, 6, 2) and pred.scores.shape == (3, 6) and pred.indices.shape == (3, 6)
+    for b in range(3):
+        kept = pred.indices[b] >= 0
+        assert kept[0] and torch.equal(kept, kept.sort(descending=True).values)    # padding only at the end
+        scores, segs = pred.scores[b][kept], pred.segments[b][kept]
+        assert torch.all(scores[:-1] >= scores[1:])
+        assert torch.all(segs >= 0) and torch.all(segs <= durations[b] + 1e-5) and torch.all(segs[:, 0] <= segs[:, 1])
+        assert torch.equal(pred.scores[b][~kept], torch.zeros(int((~kept).sum())))
+        for i, j in itertools.combinations(range(len(segs)), 2):
+            assert _iou(segs[i].tolist(), segs[j].tolist()) <= nms + 1e-6
+    assert (pred.indices[2] >= 0).sum() <= cfg.num_candidates
+
+
+def test_decoded_segment_is_clipped_window_plus_offsets():
+    cfg = tiny()
+    model = FIAN(cfg).eval()
+    x = inputs(cfg, [24, 10], [8, 4])
+    out = model(*x)
+    durations = torch.tensor([48.0, 5.0])
+    pred = model.decode(out, durations, top_n=3, nms_threshold=1.0)
+    with torch.no_grad():
+        for b in range(2):
+            L = float(x[1][b])
+            order = torch.argsort(out.logits[b].masked_fill(~out.valid[b], -1e9), descending=True, stable=True)[:3]
+            assert torch.equal(pred.indices[b], order)
+            j = int(order[0])
+            s, e = out.candidates[j].tolist()
+            s, e = min(s, L) + out.offsets[b, j, 0].item(), min(e, L) + out.offsets[b, j, 1].item()
+            s, e = sorted((s, e))
+            want = torch.tensor([min(max(s, 0), L), min(max(e, 0), L)]) / L * durations[b]
+            torch.testing.assert_close(pred.segments[b, 0], want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(pred.scores[b, 0], torch.sigmoid(out.logits[b, j]))
+
+
+def test_predict_defaults_come_from_the_config():
+    cfg = tiny(top_n=4, nms_threshold=0.4)
+    model = FIAN(cfg).eval()
+    x = inputs(cfg, [24], [5])
+    pred = model.predict(*x, torch.tensor([10.0]))
+    again = model.decode(model(*x), torch.tensor([10.0]), top_n=4, nms_threshold=0.4)
+    assert pred.indices.shape == (1, 4) and torch.equal(pred.indices, again.indices)
+
+
+# -------------------------------------------------------------------------------------- training
+def test_adam_steps_reduce_the_loss():
+    torch.manual_seed(3)
+    cfg = tiny(dropout=0.0)
+    model = FIAN(cfg).train()
+    x = inputs(cfg, [24, 18, 9, 24], [8, 5, 3, 2])
+    gt = torch.tensor([[0.1, 0.4], [0.5, 0.9], [0.0, 0.6], [0.7, 1.0]])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = model.loss(model(*x), gt).total
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+def _bad_cases(cfg):
+    v, vl, q, ql = inputs(cfg, [24, 10], [5, 2])
+    nan_v = v.clone()
+    nan_v[1, 3, 0] = float("nan")
+    inf_q = q.clone()
+    inf_q[0, 4, 1] = float("inf")
+    return {
+        "video-rank": ((v[0], vl, q, ql), "video should be a 3-D tensor"),
+        "video-dim": ((v[..., :5], vl, q, ql), "video should have size 16 at dim 2"),
+        "video-frames": ((v[:, :20], vl, q, ql), "video should have size 24 at dim 1"),
+        "video-int": ((v.long(), vl, q, ql), "video should be a floating tensor"),
+        "query-dim": ((v, vl, q[..., :3], ql), "query should have size 12 at dim 2"),
+        "query-batch": ((v, vl, q[:1], ql), "query should have size 2 at dim 0"),
+        "query-too-long": ((v, vl, torch.randn(2, 9, 12), ql), "query should have 1 to max_query_length=8"),
+        "vlen-zero": ((v, torch.tensor([24, 0]), q, ql), r"video_lengths should lie in \[1, 24\]"),
+        "vlen-big": ((v, torch.tensor([25, 3]), q, ql), r"video_lengths should lie in \[1, 24\]"),
+        "vlen-float": ((v, vl.float(), q, ql), "video_lengths should be an integer tensor"),
+        "vlen-batch": ((v, vl[:1], q, ql), "video_lengths should have size 2"),
+        "qlen-big": ((v, vl, q, torch.tensor([6, 1])), r"query_lengths should lie in \[1, 5\]"),
+        "video-nan": ((nan_v, vl, q, ql), "video should be finite"),
+        "query-inf": ((v, vl, inf_q, ql), "query should be finite"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases(tiny())))
+def test_bad_inputs_raise(case):
+    cfg = tiny()
+    args, match = _bad_cases(cfg)[case]
+    model = FIAN(cfg)
+    with pytest.raises(ValueError, match="FIAN.forward: " + match):
+        model(*args)
+    with pytest.raises(ValueError, match="FIAN.predict: " + match):
+        model.predict(*args, torch.ones(2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(durations=torch.tensor([10.0, 0.0])), "durations should be finite and > 0"),
+    (dict(durations=torch.tensor([10.0, float("nan")])), "durations should be finite and > 0"),
+    (dict(durations=torch.tensor([10.0])), "durations should have size 2"),
+    (dict(durations=torch.tensor([10, 5])), "durations should be a floating tensor"),
+    (dict(durations=torch.tensor([10.0, 5.0]), top_n=0), "top_n should be a positive int"),
+    (dict(durations=torch.tensor([10.0, 5.0]), nms_threshold=1.5), r"nms_threshold should be in \[0, 1\]"),
+])
+def test_bad_decode_arguments(kwargs, match):
+    cfg = tiny()
+    model = FIAN(cfg).eval()
+    x = inputs(cfg, [24, 10], [5, 2])
+    with pytest.raises(ValueError, match="FIAN.decode: " + match):
+        model.decode(model(*x), **kwargs)
+    with pytest.raises(ValueError, match="FIAN.predict: " + match):
+        model.predict(*x, **kwargs)
+
+
+def test_padding_may_hold_nan_and_bad_constructor_args():
+    cfg = tiny()
+    model = FIAN(cfg).eval()
+    v, vl, q, ql = inputs(cfg, [20, 10], [5, 2])
+    v[1, 10:] = float("nan")
+    q[1, 2:] = float("inf")
+    assert torch.isfinite(model(v, vl, q, ql).logits).all()
+    with pytest.raises(ValueError, match="backend should be one of"):
+        FIAN(cfg, backend="triton")
+    with pytest.raises(ValueError, match="cfg should be a FIANConfig"):
+        FIAN(cfg.to_dict())
+    with pytest.raises(ValueError, match="out should be a FIANOutput"):
+        model.loss(tuple(model(v, vl, q, ql)), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="FIAN.forward: video should hold at least one sample"):
+        model(v[:0], vl[:0], q[:0], ql[:0])
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", ["full", "soft", "vq"])
+def test_fast_backend_matches_reference_on_cuda(variant):
+    cfg = FIANConfig.preset("tacos", variant=variant, dropout=0.0)
+    ref = FIAN(cfg).cuda()
+    fast = FIAN(cfg, backend="fast").cuda()
+    fast.load_state_dict(ref.state_dict())
+    x = [t.cuda() for t in inputs(cfg, [200, 130, 57, 9], [30, 12, 5, 1], lq=30)]
+    gt = torch.tensor([[0.1, 0.4], [0.2, 0.7], [0.5, 0.55], [0.0, 1.0]], device="cuda")
+    outs, grads = [], []
+    for model in (ref, fast):
+        out = model(*x)
+        model.loss(out, gt).total.backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(outs[1].offsets, outs[0].offsets, atol=2e-3, rtol=2e-3)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=2e-3, rtol=2e-2, msg=name)

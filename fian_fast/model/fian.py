@@ -97,7 +97,10 @@ class FIAN(nn.Module):
         Returns:
             :class:`FIANOutput`.
         """
-        self._check_inputs("FIAN.forward", video, video_lengths, query, query_lengths)
+        return self._forward("FIAN.forward", video, video_lengths, query, query_lengths)
+
+    def _forward(self, fn, video, video_lengths, query, query_lengths) -> FIANOutput:
+        self._check_inputs(fn, video, video_lengths, query, query_lengths)
         video = zero_padding(video, video_lengths)
         query = F.pad(zero_padding(query, query_lengths), (0, 0, 0, self.cfg.max_query_length - query.shape[1]))
         h_q = self.query_encoder(query, query_lengths)                                     # eq. 1-3
@@ -137,7 +140,9 @@ class FIAN(nn.Module):
 
         durations: float [B] seconds (> 0); ``top_n`` / ``nms_threshold`` default to the config's.
         Returns :class:`Prediction` (segments [B, n, 2] s, scores [B, n], indices [B, n])."""
-        fn = "FIAN.decode"
+        return self._decode("FIAN.decode", out, durations, top_n, nms_threshold)
+
+    def _decode(self, fn, out, durations, top_n, nms_threshold) -> Prediction:
         if not isinstance(out, FIANOutput):
             raise ValueError(f"{fn}: out should be a FIANOutput, got {type(out).__name__}")
         top_n = self.cfg.top_n if top_n is None else top_n
@@ -164,8 +169,5 @@ class FIAN(nn.Module):
         """forward + :meth:`decode` without gradients. The module's mode is left as it is: call
         ``model.eval()`` first to switch dropout off."""
         with torch.no_grad():
-            out = self(video, video_lengths, query, query_lengths)
-        try:
-            return self.decode(out, durations, top_n, nms_threshold)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("FIAN.decode", "FIAN.predict", 1)) from None
+            out = self._forward("FIAN.predict", video, video_lengths, query, query_lengths)
+        return self._decode("FIAN.predict", out, durations, top_n, nms_threshold)
