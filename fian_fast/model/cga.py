@@ -70,7 +70,7 @@ class CGA(CMA):
         zero at padded query rows."""
         op = reference_cga
         if self.backend == "fast" and query.is_cuda:
-            op = fast_op("cga") or op
+            op = fast_op("cga", query.device) or op
         return op(query, key_value, query_lengths, key_lengths, self.w_q, self.w_k, self.w_v, self.w_o,
                   self.w_gate_q, self.w_gate_v, self.b_gate, self.b_info, self.num_heads,
                   self.w_info_q, self.w_info_v)

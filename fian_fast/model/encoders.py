@@ -38,7 +38,7 @@ class BiGRU(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: [B, L, input_size]; lengths: int64 [B] in [1, L].
         Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
-        packed = pack_padded_sequence(x, lengths.detach().cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths.detach().to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out

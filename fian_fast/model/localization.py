@@ -52,6 +52,6 @@ class LocalizationHead(nn.Module):
         features = self.gru(self.dropout(fused), video_lengths)
         score = window_score
         if self.backend == "fast":
-            score = fast_op("window_score") or score
+            score = fast_op("window_score", features.device) or score
         out = score(features, list(self.weights), list(self.biases), self.window_sizes, self.strides)
         return out[..., 0], out[..., 1:]

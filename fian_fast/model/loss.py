@@ -43,7 +43,7 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float,
         iou float [B, N], positive bool [B, N], offset_targets float [B, N, 2] = gt - candidate
         (δs, δe of eq. 17), frames.
     """
-    fn = (fast_op("iou_label") if backend == "fast" else None) or reference_iou_label
+    fn = (fast_op("iou_label", candidates.device) if backend == "fast" else None) or reference_iou_label
     return fn(candidates, gt, tau)
 
 
