@@ -17,7 +17,7 @@ from .._extension import has_cuda_ops, has_ops
 
 __all__ = ["fast_op"]
 
-#: ops that run without fian_fast._C (Triton on CUDA, the reference elsewhere)
+#: ops that run without fian_fast._C: Triton, used on CUDA only (on the CPU the reference is the op)
 _TRITON_OPS = ("cga",)
 
 
@@ -38,8 +38,10 @@ def _lookup(name: str) -> Optional[Callable]:
 def fast_op(name: str, device: torch.device) -> Optional[Callable]:
     """``fian_fast.ops.<name>`` when it exists and can run on ``device``, else None."""
     fn = _lookup(name)
-    if fn is None or name in _TRITON_OPS:
-        return fn
+    if fn is None:
+        return None
+    if name in _TRITON_OPS:
+        return fn if device.type == "cuda" else None
     if device.type == "cuda":
         return fn if has_cuda_ops() else None
     return fn if has_ops() else None

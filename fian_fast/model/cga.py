@@ -68,9 +68,7 @@ class CGA(CMA):
                 key_lengths: torch.Tensor) -> torch.Tensor:
         """query [B, Lq, d_h], key_value [B, Lk, d_h], lengths int64 [B] -> [B, Lq, d_h],
         zero at padded query rows."""
-        op = reference_cga
-        if self.backend == "fast" and query.is_cuda:
-            op = fast_op("cga", query.device) or op
+        op = (fast_op("cga", query.device) if self.backend == "fast" else None) or reference_cga
         return op(query, key_value, query_lengths, key_lengths, self.w_q, self.w_k, self.w_v, self.w_o,
                   self.w_gate_q, self.w_gate_v, self.b_gate, self.b_info, self.num_heads,
                   self.w_info_q, self.w_info_v)
