@@ -80,9 +80,6 @@ class FIAN(nn.Module):
         check_lengths(fn, "video_lengths", video_lengths, B, cfg.num_frames)
         check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1])
         check_same_device(fn, video=video, video_lengths=video_lengths, query=query, query_lengths=query_lengths)
-        # padding may hold anything; only the frames and words in use must be finite
-        check_finite(fn, "video", zero_padding(video.detach(), video_lengths))
-        check_finite(fn, "query", zero_padding(query.detach(), query_lengths))
 
     # --------------------------------------------------------------- forward
     def forward(self, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
@@ -101,8 +98,11 @@ class FIAN(nn.Module):
 
     def _forward(self, fn, video, video_lengths, query, query_lengths) -> FIANOutput:
         self._check_inputs(fn, video, video_lengths, query, query_lengths)
-        video = zero_padding(video, video_lengths)
-        query = F.pad(zero_padding(query, query_lengths), (0, 0, 0, self.cfg.max_query_length - query.shape[1]))
+        video, query = zero_padding(video, video_lengths), zero_padding(query, query_lengths)
+        # padding may hold anything (it is zero now); the frames and words in use must be finite
+        check_finite(fn, "video", video)
+        check_finite(fn, "query", query)
+        query = F.pad(query, (0, 0, 0, self.cfg.max_query_length - query.shape[1]))
         h_q = self.query_encoder(query, query_lengths)                                     # eq. 1-3
         h_v = self.video_encoder(video, video_lengths)
         reps = self.iterative_attention(h_q, h_v, query_lengths, video_lengths)             # eq. 4-10
