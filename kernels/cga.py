@@ -215,7 +215,7 @@ def _cga_gate_fwd_kernel(
     x_ptr, i_ptr, bg_ptr, bi_ptr, out_ptr, qlen_ptr,
     stride_xb, stride_xl, stride_xd, stride_ib, stride_il, stride_id,
     Lq, D,
-    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):
     """out[b, l] = sigmoid(x + b_g) * (x + b_i) (or (i + b_i) when SEPARATE), 0 for l >= q_len.
     out is contiguous [B, Lq, D]."""
@@ -228,12 +228,12 @@ def _cga_gate_fwd_kernel(
     d_ok = offs_d < D
     ld_mask = (offs_m < q_len)[:, None] & d_ok[None, :]
     x = tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
-                mask=ld_mask, other=0.0).to(tl.float32)
-    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+                mask=ld_mask, other=0.0).to(ACC)
+    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
+    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
     if SEPARATE:
         info = tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
-                       mask=ld_mask, other=0.0).to(tl.float32)
+                       mask=ld_mask, other=0.0).to(ACC)
     else:
         info = x
     gate = tl.sigmoid(x + bg[None, :])
@@ -247,7 +247,7 @@ def _cga_gate_bwd_kernel(
     dout_ptr, x_ptr, i_ptr, bg_ptr, bi_ptr, dx_ptr, di_ptr, dbg_part_ptr, dbi_part_ptr, qlen_ptr,
     stride_gb, stride_gl, stride_gd, stride_xb, stride_xl, stride_xd, stride_ib, stride_il, stride_id,
     Lq, D,
-    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):
     """Gradients of the gate. dx (and di when SEPARATE) are contiguous [B, Lq, D]; the bias
     gradients are written as per-program column sums [B * cdiv(Lq, BLOCK_M), D] that the caller
@@ -261,14 +261,14 @@ def _cga_gate_bwd_kernel(
     d_ok = offs_d < D
     ld_mask = (offs_m < q_len)[:, None] & d_ok[None, :]
     g_out = tl.load(dout_ptr + b * stride_gb + offs_m[:, None] * stride_gl + offs_d[None, :] * stride_gd,
-                    mask=ld_mask, other=0.0).to(tl.float32)
+                    mask=ld_mask, other=0.0).to(ACC)
     x = tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
-                mask=ld_mask, other=0.0).to(tl.float32)
-    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+                mask=ld_mask, other=0.0).to(ACC)
+    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
+    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
     if SEPARATE:
         info = tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
-                       mask=ld_mask, other=0.0).to(tl.float32)
+                       mask=ld_mask, other=0.0).to(ACC)
     else:
         info = x
     gate = tl.sigmoid(x + bg[None, :])
@@ -393,6 +393,11 @@ _GATE_BLOCK_M = 16
 _GATE_BLOCK_D = 128
 
 
+def _gate_acc(dtype: torch.dtype):
+    # float32 arithmetic for every input dtype but float64 (kept exact for gradcheck)
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tensor, query_lengths: torch.Tensor):
     """Information gate of eq. 6 as one elementwise pass.
 
@@ -404,7 +409,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
         query_lengths: int Tensor[B] in [0, Lq].
     Returns:
         Tensor[B, Lq, d] contiguous, dtype of ``x``: sigmoid(x + b_g) * (info + b_i), computed in
-        float32, zero at rows >= query_lengths[b].
+        float32 (float64 for float64), zero at rows >= query_lengths[b].
     """
     B, Lq, D = x.shape
     out = torch.empty((B, Lq, D), device=x.device, dtype=x.dtype)
@@ -415,7 +420,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
     grid = (triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D), B)
     _launch(_cga_gate_fwd_kernel)[grid](
         x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
-        SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, num_warps=4)
+        SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, ACC=_gate_acc(x.dtype), num_warps=4)
     return out
 
 
@@ -433,7 +438,8 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
     dx = torch.empty((B, Lq, D), device=x.device, dtype=x.dtype)
     di = torch.empty_like(dx) if separate else None
     n_m = triton.cdiv(Lq, _GATE_BLOCK_M) if Lq else 0
-    dbg_part = torch.empty((B * n_m, D), device=x.device, dtype=torch.float32)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dbg_part = torch.empty((B * n_m, D), device=x.device, dtype=acc)
     dbi_part = torch.empty_like(dbg_part)
     if dx.numel():
         i_t = info if separate else x
@@ -441,5 +447,5 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
         _launch(_cga_gate_bwd_kernel)[grid](
             grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
             *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,
-            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, num_warps=4)
+            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, ACC=_gate_acc(x.dtype), num_warps=4)
     return dx, di, dbg_part.sum(0).to(b_gate.dtype), dbi_part.sum(0).to(b_info.dtype)

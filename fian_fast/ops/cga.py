@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_same_device, check_tensor
-from ..reference import cga as _reference
+from ..reference.cga import cga as _cga_reference
 
 __all__ = ["cga", "cga_triton"]
 
@@ -252,4 +252,4 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
     _validate(fn, args[0], args[1], args[2], args[3], weights, b_gate, b_info, num_heads, w_info_q, w_info_v)
     if on_cuda and query.dtype in _TRITON_DTYPES:
         return _cga_fused(*args, _default_precision(query.dtype))
-    return _reference.cga(*args)
+    return _cga_reference(*args)

@@ -1,0 +1,214 @@
+"""``fian_fast.ops.cga`` (eq. 4-6): the op wrapper on the CPU (reference path), argument
+validation, and on a GPU the fused Triton path at the paper's shapes.
+
+GPU tolerances (flash-attention's rule): the fused path's max error against a float64 reference
+is at most 2x that of the same-precision PyTorch computation (every op in the input dtype,
+``_cga_same_precision``) plus a floor of 1e-6 of the output scale.
+"""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fian_fast.ops import cga
+from fian_fast.reference.cga import cga as cga_reference
+from fian_fast.reference.cga import length_mask
+
+NAMES = ["query", "key_value", "w_q", "w_k", "w_v", "w_o", "w_gate_q", "w_gate_v", "b_gate", "b_info",
+         "w_info_q", "w_info_v"]
+
+
+def _make(B, Lq, Lk, d, separate=False, dtype=torch.float32, device="cpu", seed=0, ql=None, kl=None):
+    g = torch.Generator().manual_seed(seed)
+    n_w = 8 if separate else 6
+    t = [torch.randn(B, Lq, d, generator=g), torch.randn(B, Lk, d, generator=g)]
+    t += [torch.randn(d, d, generator=g) / math.sqrt(d) for _ in range(6)]
+    t += [torch.randn(d, generator=g) for _ in range(2)]
+    t += [torch.randn(d, d, generator=g) / math.sqrt(d) for _ in range(n_w - 6)]
+    t = [x.to(device, dtype) for x in t]
+    ql = torch.randint(1, Lq + 1, (B,), generator=g) if ql is None else torch.tensor(ql)
+    kl = torch.randint(1, Lk + 1, (B,), generator=g) if kl is None else torch.tensor(kl)
+    return t, ql.to(device), kl.to(device)
+
+
+def _call(fn, t, ql, kl, heads, **kw):
+    extra = t[10:] if len(t) > 10 else [None, None]
+    return fn(t[0], t[1], ql, kl, *t[2:10], heads, *extra, **kw)
+
+
+# ---- CPU: the wrapper runs the reference ------------------------------------------------------
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_cpu_matches_reference_exactly(separate):
+    t, ql, kl = _make(3, 7, 13, 32, separate)
+    torch.testing.assert_close(_call(cga, t, ql, kl, 4), _call(cga_reference, t, ql, kl, 4), atol=0, rtol=0)
+
+
+def test_cpu_gradcheck_float64():
+    t, ql, kl = _make(2, 3, 5, 8, separate=True, dtype=torch.float64, ql=[3, 1], kl=[5, 2])
+    leaves = [x.requires_grad_() for x in t]
+    assert torch.autograd.gradcheck(lambda *a: _call(cga, list(a), ql, kl, 2), leaves)
+
+
+def test_cpu_zero_lengths_give_zeros_not_nan():
+    t, ql, kl = _make(2, 5, 6, 16, ql=[0, 2], kl=[6, 0])
+    out = _call(cga, t, ql, kl, 2)
+    assert torch.isfinite(out).all()
+    assert torch.count_nonzero(out[0]) == 0 and torch.count_nonzero(out[1, 2:]) == 0
+
+
+def test_empty_batch():
+    t, ql, kl = _make(0, 5, 6, 16)
+    assert _call(cga, t, ql, kl, 2).shape == (0, 5, 16)
+
+
+def test_import_and_cpu_call_do_not_import_triton():
+    code = ("import sys, torch, fian_fast\n"
+            "from fian_fast.ops import cga\n"
+            "d = 8\n"
+            "w = [torch.randn(d, d) for _ in range(6)]\n"
+            "cga(torch.randn(1, 2, d), torch.randn(1, 3, d), torch.tensor([2]), torch.tensor([3]), *w,\n"
+            "    torch.zeros(d), torch.zeros(d), 2)\n"
+            "assert 'triton' not in sys.modules, 'triton imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _bad_cases():
+    B, Lq, Lk, d = 2, 4, 5, 8
+    t, ql, kl = _make(B, Lq, Lk, d)
+    base = dict(zip(NAMES[:10], t), query_lengths=ql, key_lengths=kl, num_heads=2)
+    cases = {
+        "query": torch.randn(Lq, d),
+        "key_value": torch.randn(B, Lk, d + 1),
+        "num_heads": 3,
+        "query_lengths": torch.tensor([1, 5]),
+        "key_lengths": torch.tensor([-1, 2]),
+        "w_o": torch.randn(d, d + 1),
+        "b_info": torch.randn(d + 1),
+        "w_gate_v": torch.randn(d, d, dtype=torch.float64),
+        "w_info_q": torch.randn(d, d),
+    }
+    for name, bad in cases.items():
+        kw = dict(base)
+        kw[name] = bad
+        yield pytest.param(kw, name, id=name)
+    kw = dict(base, query_lengths=ql.float())
+    yield pytest.param(kw, "query_lengths", id="float-lengths")
+    kw = dict(base, num_heads=0)
+    yield pytest.param(kw, "num_heads", id="zero-heads")
+
+
+@pytest.mark.parametrize("kwargs,name", list(_bad_cases()))
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        cga(**kwargs)
+
+
+# ---- CUDA: the fused Triton path ----------------------------------------------------------------
+
+def _cga_same_precision(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v,
+                        b_gate, b_info, num_heads, w_info_q=None, w_info_v=None):
+    """eq. 4-6 in plain PyTorch with every op in the input dtype (no upcast): the error baseline."""
+    B, Lq, d = query.shape
+    Lk, dk = key_value.shape[1], d // num_heads
+    q = (query @ w_q.t()).view(B, Lq, num_heads, dk).transpose(1, 2)
+    k = (key_value @ w_k.t()).view(B, Lk, num_heads, dk).transpose(1, 2)
+    v = (key_value @ w_v.t()).view(B, Lk, num_heads, dk).transpose(1, 2)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(dk)
+    s = s.masked_fill(~length_mask(key_lengths, Lk)[:, None, None, :], float("-inf"))
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    cma = (p @ v).transpose(1, 2).reshape(B, Lq, d) @ w_o.t()
+    x = query @ w_gate_q.t() + cma @ w_gate_v.t()
+    info = x if w_info_q is None else query @ w_info_q.t() + cma @ w_info_v.t()
+    return torch.sigmoid(x + b_gate) * (info + b_info) * length_mask(query_lengths, Lq)[..., None].to(query.dtype)
+
+
+def _forward_backward(fn, t, ql, kl, heads, grad):
+    leaves = [x.detach().clone().requires_grad_() for x in t]
+    out = _call(fn, leaves, ql, kl, heads)
+    out.backward(grad.to(out.dtype))
+    return out.detach(), [x.grad for x in leaves]
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def _check_two_x(t, ql, kl, heads, dtype):
+    grad = torch.randn(t[0].shape, device=t[0].device, dtype=torch.float64)
+    ref, ref_g = _forward_backward(cga_reference, [x.double() for x in t], ql, kl, heads, grad)
+    low = [x.to(dtype) for x in t]
+    pt, pt_g = _forward_backward(_cga_same_precision, low, ql, kl, heads, grad)
+    out, out_g = _forward_backward(cga, low, ql, kl, heads, grad)
+    assert out.dtype == dtype
+    for name, a, p, r in zip(["output"] + NAMES, [out] + out_g, [pt] + pt_g, [ref] + ref_g):
+        floor = 1e-6 * r.abs().max().item()
+        assert _err(a, r) <= 2 * _err(p, r) + floor, f"{name}: fused {_err(a, r):.3e} vs PyTorch {_err(p, r):.3e}"
+
+
+PAPER = dict(B=64, Lv=200, Lq=20, d=512, heads=8)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("direction", ["words-attend-video", "video-attends-words"])
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_cuda_paper_shapes_within_two_x_of_pytorch(direction, dtype, separate):
+    B, Lv, Lq, d = PAPER["B"], PAPER["Lv"], PAPER["Lq"], PAPER["d"]
+    Lquery, Lkey = (Lq, Lv) if direction == "words-attend-video" else (Lv, Lq)
+    t, ql, kl = _make(B, Lquery, Lkey, d, separate, device="cuda")
+    _check_two_x(t, ql, kl, PAPER["heads"], dtype)
+
+
+@pytest.mark.cuda
+def test_cuda_long_keys_two_pass_backward():
+    t, ql, kl = _make(4, 33, 700, 128, device="cuda")
+    _check_two_x(t, ql, kl, 2, torch.float32)
+
+
+@pytest.mark.cuda
+def test_cuda_deterministic_and_zero_lengths():
+    t, ql, kl = _make(8, 20, 200, 512, device="cuda", ql=[0, 20, 5, 1, 20, 3, 7, 20], kl=[200, 0, 1, 200, 5, 9, 64, 200])
+    t = [x.to(torch.bfloat16) for x in t]
+    grad = torch.randn(8, 20, 512, device="cuda")
+    out1, g1 = _forward_backward(cga, t, ql, kl, 8, grad)
+    out2, g2 = _forward_backward(cga, t, ql, kl, 8, grad)
+    assert torch.isfinite(out1).all() and torch.count_nonzero(out1[0]) == 0
+    assert torch.equal(out1, out2)
+    for name, a, b in zip(NAMES, g1, g2):
+        assert torch.isfinite(a).all() and torch.equal(a, b), name
+
+
+@pytest.mark.cuda
+def test_cuda_autocast_runs_in_autocast_dtype():
+    t, ql, kl = _make(4, 20, 200, 512, device="cuda")
+    leaves = [x.requires_grad_() for x in t]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = _call(cga, leaves, ql, kl, 8)
+    assert out.dtype == torch.bfloat16
+    ref = _call(cga_reference, [x.detach().double() for x in t], ql, kl, 8)
+    assert _err(out, ref) <= 0.05 * ref.abs().max().item()
+    out.float().sum().backward()
+    assert all(x.grad is not None and x.grad.dtype == torch.float32 for x in leaves)
+
+
+@pytest.mark.cuda
+def test_cuda_opcheck_triton_ops():
+    from fian_fast.ops.cga import _register
+    _register()
+    q, k = torch.randn(2, 7, 64, device="cuda"), torch.randn(2, 13, 64, device="cuda")
+    ql, kl = torch.tensor([7, 3], device="cuda"), torch.tensor([13, 5], device="cuda")
+    torch.library.opcheck(torch.ops.fian_fast.cga_attention.default, (q, k, k, ql, kl, 4, "ieee"))
+    x, i, b = torch.randn(2, 7, 64, device="cuda"), torch.randn(2, 7, 64, device="cuda"), torch.randn(64, device="cuda")
+    torch.library.opcheck(torch.ops.fian_fast.cga_gate.default, (x, i, b, b, ql))
+    torch.library.opcheck(torch.ops.fian_fast.cga_gate.default, (x, None, b, b, ql))
+
+
+@pytest.mark.cuda
+def test_cuda_torch_compile_matches_eager():
+    t, ql, kl = _make(4, 20, 200, 512, device="cuda")
+    eager = _call(cga, t, ql, kl, 8)
+    compiled = torch.compile(lambda *a: _call(cga, list(a), ql, kl, 8))(*t)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,248 @@
+"""The Triton path of CGA (kernels/cga.py through fian_fast.ops.cga.cga_triton), on the CPU under
+``TRITON_INTERPRET=1`` (tests/conftest.py sets it) or on a GPU, in float32 with IEEE dots,
+against the float64 reference of eq. 4-6.
+
+Tolerances: float32 with exact (IEEE) dots lands within ~2e-6 of float64 relative to the
+largest value at these shapes; tests allow 2e-5 of that scale.
+"""
+import math
+import sys
+
+import pytest
+import torch
+
+import fian_fast.ops  # noqa: F401  (registers nothing; the Triton path registers on first use)
+from fian_fast.ops.cga import cga_triton
+from fian_fast.reference.cga import cga as cga_reference
+from fian_fast.reference.cga import cross_modal_attention, information_gate
+
+kernels = pytest.importorskip("fian_fast.kernels.cga")
+_ops_module = sys.modules["fian_fast.ops.cga"]
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+D, HEADS = 64, 4
+RTOL = 2e-5
+
+
+def _close(actual, expected, what):
+    scale = max(expected.abs().max().item(), 1.0)
+    err = (actual.double() - expected).abs().max().item()
+    assert err <= RTOL * scale, f"{what}: max error {err:.3e} > {RTOL * scale:.3e}"
+
+
+def _params(separate, generator, dtype=torch.float64):
+    w = [torch.randn(D, D, generator=generator, dtype=dtype) / math.sqrt(D) for _ in range(6)]
+    b = [torch.randn(D, generator=generator, dtype=dtype) for _ in range(2)]
+    wi = [torch.randn(D, D, generator=generator, dtype=dtype) / math.sqrt(D) for _ in range(2)] if separate else []
+    return w + b + wi
+
+
+def _call(fn, query, key_value, ql, kl, params, **kw):
+    w, b, wi = params[:6], params[6:8], params[8:]
+    return fn(query, key_value, ql, kl, *w, *b, HEADS, *(wi or [None, None]), **kw)
+
+
+def _inputs(B, Lq, Lk, ql, kl, separate, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(B, Lq, D, generator=g, dtype=torch.float64)
+    key_value = torch.randn(B, Lk, D, generator=g, dtype=torch.float64)
+    return [query, key_value] + _params(separate, g), torch.tensor(ql), torch.tensor(kl)
+
+
+def _run_triton(tensors, ql, kl, grad=None):
+    leaves = [t.to(DEVICE, torch.float32).requires_grad_() for t in tensors]
+    out = _call(cga_triton, leaves[0], leaves[1], ql.to(DEVICE), kl.to(DEVICE), leaves[2:], input_precision="ieee")
+    if grad is not None:
+        out.backward(grad.to(DEVICE, torch.float32))
+    return out, [t.grad for t in leaves]
+
+
+def _run_reference(tensors, ql, kl, grad=None):
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    out = _call(cga_reference, leaves[0], leaves[1], ql, kl, leaves[2:])
+    if grad is not None:
+        out.backward(grad)
+    return out, [t.grad for t in leaves]
+
+
+NAMES = ["query", "key_value", "w_q", "w_k", "w_v", "w_o", "w_gate_q", "w_gate_v", "b_gate", "b_info",
+         "w_info_q", "w_info_v"]
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+@pytest.mark.parametrize("Lq,Lk", [(7, 13), (7, 33), (17, 13), (17, 33)], ids=lambda v: str(v))
+def test_forward_and_every_gradient(Lq, Lk, separate):
+    tensors, ql, kl = _inputs(2, Lq, Lk, [Lq, Lq // 2 + 1], [Lk - 4, Lk], separate)
+    grad = torch.randn(2, Lq, D, dtype=torch.float64)
+    ref, ref_grads = _run_reference(tensors, ql, kl, grad)
+    out, grads = _run_triton(tensors, ql, kl, grad)
+    assert out.dtype == torch.float32 and out.shape == (2, Lq, D)
+    _close(out.cpu(), ref.detach(), "output")
+    for name, gt, gr in zip(NAMES, grads, ref_grads):
+        _close(gt.cpu(), gr, f"d{name}")
+
+
+def test_zero_lengths_and_fully_masked_rows_give_zeros_not_nan():
+    # sample 0: no query row at all; sample 1: no key (CMA = 0, the gate sees only the query)
+    tensors, ql, kl = _inputs(2, 7, 13, [0, 5], [13, 0], separate=False)
+    grad = torch.randn(2, 7, D, dtype=torch.float64)
+    ref, ref_grads = _run_reference(tensors, ql, kl, grad)
+    out, grads = _run_triton(tensors, ql, kl, grad)
+    assert torch.isfinite(out).all()
+    assert torch.count_nonzero(out[0]) == 0 and torch.count_nonzero(out[1, 5:]) == 0
+    _close(out.cpu(), ref.detach(), "output")
+    for name, gt, gr in zip(NAMES, grads, ref_grads):
+        assert torch.isfinite(gt).all(), f"d{name} not finite"
+        _close(gt.cpu(), gr, f"d{name}")
+    assert torch.count_nonzero(grads[1][1]) == 0  # no key attended: no gradient reaches key_value
+
+
+def test_attention_kernel_zero_lengths():
+    q = torch.randn(3, 7, D, device=DEVICE)
+    kv = torch.randn(3, 13, D, device=DEVICE)
+    ql = torch.tensor([0, 7, 3], device=DEVICE)
+    kl = torch.tensor([13, 0, 1], device=DEVICE)
+    heads, lse = kernels.cga_attention_fwd(q, kv, kv, ql, kl, HEADS, "ieee")
+    assert torch.isfinite(heads).all() and torch.isfinite(lse).all()
+    assert torch.count_nonzero(heads[0]) == 0 and torch.count_nonzero(heads[1]) == 0
+    assert torch.count_nonzero(heads[2, 3:]) == 0
+    # one key: every valid row copies that key's value
+    torch.testing.assert_close(heads[2, :3], kv[2, :1].expand(3, D), atol=1e-6, rtol=0)
+    dq, dk, dv = kernels.cga_attention_bwd(torch.randn_like(heads), q, kv, kv, heads, lse, ql, kl, HEADS, "ieee")
+    for t in (dq, dk, dv):
+        assert torch.isfinite(t).all()
+    assert torch.count_nonzero(dq[:2]) == 0 and torch.count_nonzero(dk[:2]) == 0 and torch.count_nonzero(dv[:2]) == 0
+    assert torch.count_nonzero(dk[2, 1:]) == 0 and torch.count_nonzero(dv[2, 1:]) == 0
+
+
+@pytest.mark.parametrize("two_pass", [False, True], ids=["fused-dq", "two-pass-dq"])
+def test_attention_kernel_several_key_blocks(two_pass):
+    """Online softmax over 3 key blocks of 16 (Lk = 33) and both backward schedules."""
+    B, Lq, Lk = 2, 17, 33
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(B, L, D, generator=g, dtype=torch.float64) for L in (Lq, Lk, Lk))
+    ql, kl = torch.tensor([17, 9]), torch.tensor([33, 20])
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    qh, kh, vh = (t.view(B, -1, HEADS, D // HEADS).transpose(1, 2) for t in leaves)
+    s = (qh @ kh.transpose(-1, -2)) / math.sqrt(D // HEADS)
+    s = s.masked_fill(~(torch.arange(Lk)[None, :] < kl[:, None])[:, None, None, :], float("-inf"))
+    ref = (torch.softmax(s, -1) @ vh).transpose(1, 2).reshape(B, Lq, D)
+    ref = ref * (torch.arange(Lq)[None, :] < ql[:, None])[..., None]
+    grad = torch.randn(B, Lq, D, generator=g, dtype=torch.float64)
+    ref.backward(grad)
+    f32 = [t.to(DEVICE, torch.float32) for t in (q, k, v)]
+    heads, lse = kernels.cga_attention_fwd(*f32, ql.to(DEVICE), kl.to(DEVICE), HEADS, "ieee", block_n=16)
+    _close(heads.cpu(), ref.detach(), "heads")
+    kw = dict(max_fused_keys=16, block_n=16) if two_pass else {}
+    got = kernels.cga_attention_bwd(grad.to(DEVICE, torch.float32), *f32, heads, lse, ql.to(DEVICE), kl.to(DEVICE),
+                                    HEADS, "ieee", **kw)
+    for name, a, leaf in zip("qkv", got, leaves):
+        _close(a.cpu(), leaf.grad, f"d{name}")
+
+
+def test_padding_invariance():
+    """A sample's output and gradients do not depend on its padding: garbage (huge values) in the
+    padded rows changes nothing, and the sample alone, unpadded, gives the same result."""
+    tensors, ql, kl = _inputs(2, 17, 33, [9, 17], [20, 33], separate=False)
+    grad = torch.randn(2, 17, D, dtype=torch.float64)
+    out, grads = _run_triton(tensors, ql, kl, grad)
+    dirty = [t.clone() for t in tensors]
+    dirty[0][0, 9:] = 1e4
+    dirty[1][0, 20:] = -1e4
+    out_dirty, grads_dirty = _run_triton(dirty, ql, kl, grad)
+    assert torch.equal(out, out_dirty)
+    for name, a, b in zip(NAMES, grads, grads_dirty):
+        assert torch.equal(a, b), f"d{name} changed with the padding content"
+    assert torch.count_nonzero(grads[0][0, 9:]) == 0 and torch.count_nonzero(grads[1][0, 20:]) == 0
+    alone = [tensors[0][:1, :9], tensors[1][:1, :20]] + tensors[2:]
+    out_alone, _ = _run_triton(alone, ql[:1], kl[:1], grad[:1, :9])
+    torch.testing.assert_close(out[0, :9], out_alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_backward_is_deterministic():
+    tensors, ql, kl = _inputs(2, 17, 33, [17, 11], [29, 33], separate=True)
+    grad = torch.randn(2, 17, D, dtype=torch.float64)
+    _, first = _run_triton(tensors, ql, kl, grad)
+    _, second = _run_triton(tensors, ql, kl, grad)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), f"d{name} differs between two runs"
+
+
+def test_non_contiguous_inputs():
+    tensors, ql, kl = _inputs(2, 7, 13, [7, 4], [13, 6], separate=False)
+    ref, _ = _run_reference(tensors, ql, kl)
+    q = tensors[0].transpose(0, 1).contiguous().transpose(0, 1).float().to(DEVICE)
+    kv = tensors[1].float().to(DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
+    params = [t.float().to(DEVICE) for t in tensors[2:]]
+    params[0] = params[0].t().contiguous().t()
+    assert not q.is_contiguous() and not kv.is_contiguous() and not params[0].is_contiguous()
+    out = _call(cga_triton, q, kv, ql.to(DEVICE), kl.to(DEVICE), params, input_precision="ieee")
+    _close(out.cpu(), ref, "output")
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_gate_kernels_strided(separate):
+    """Gate forward and backward on strided views of one buffer, as the op passes them."""
+    B, Lq = 2, 7
+    g = torch.Generator().manual_seed(2)
+    buf = torch.randn(B * Lq, 3 * D, generator=g, dtype=torch.float64)
+    x64, i64 = buf[:, D:2 * D].view(B, Lq, D), buf[:, 2 * D:].view(B, Lq, D)
+    bg, bi = torch.randn(D, generator=g, dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64)
+    ql = torch.tensor([7, 3])
+    leaves = [t.clone().requires_grad_() for t in (x64, i64, bg, bi)]
+    x, i, b_g, b_i = leaves
+    ref = torch.sigmoid(x + b_g) * ((i if separate else x) + b_i)
+    ref = ref * (torch.arange(Lq)[None, :] < ql[:, None])[..., None]
+    grad = torch.randn(B, Lq, D, generator=g, dtype=torch.float64)
+    ref.backward(grad)
+    buf32 = buf.float().to(DEVICE)
+    xs, is_ = buf32[:, D:2 * D].view(B, Lq, D), buf32[:, 2 * D:].view(B, Lq, D)
+    args = (xs, is_ if separate else None, bg.float().to(DEVICE), bi.float().to(DEVICE), ql.to(DEVICE))
+    _close(kernels.cga_gate_fwd(*args).cpu(), ref.detach(), "gate")
+    dx, di, dbg, dbi = kernels.cga_gate_bwd(grad.float().to(DEVICE).transpose(0, 1).contiguous().transpose(0, 1), *args)
+    _close(dx.cpu(), leaves[0].grad, "dx")
+    if separate:
+        _close(di.cpu(), leaves[1].grad, "dinfo")
+    else:
+        assert di is None and leaves[1].grad is None
+    _close(dbg.cpu(), leaves[2].grad, "db_gate")
+    _close(dbi.cpu(), leaves[3].grad, "db_info")
+
+
+def test_fusions_are_identities():
+    """The algebra the fused path relies on, in float64: W^O folded into W_v^g (and W_v^i), and
+    one GEMM over concatenated weights equals the separate projections."""
+    tensors, ql, kl = _inputs(2, 7, 13, [7, 5], [13, 9], separate=True)
+    q, kv = tensors[:2]
+    w_q, w_k, w_v, w_o, w_gq, w_gv, b_g, b_i, w_iq, w_iv = tensors[2:]
+    cma = cross_modal_attention(q, kv, ql, kl, w_q, w_k, w_v, w_o, HEADS)
+    eye = torch.eye(D, dtype=torch.float64)
+    heads = cross_modal_attention(q, kv, ql, kl, w_q, w_k, w_v, eye, HEADS)
+    torch.testing.assert_close(cma @ w_gv.t(), heads @ (w_gv @ w_o).t(), atol=1e-12, rtol=1e-12)
+    proj = q @ torch.cat([w_q, w_gq, w_iq]).t()
+    for j, w in enumerate((w_q, w_gq, w_iq)):
+        torch.testing.assert_close(proj[..., j * D:(j + 1) * D], q @ w.t(), atol=1e-12, rtol=1e-12)
+    x = proj[..., D:2 * D] + heads @ (w_gv @ w_o).t()
+    i = proj[..., 2 * D:] + heads @ (w_iv @ w_o).t()
+    torch.testing.assert_close(torch.sigmoid(x + b_g) * (i + b_i),
+                               information_gate(q, cma, w_gq, w_gv, b_g, b_i, w_iq, w_iv), atol=1e-12, rtol=1e-12)
+
+
+def test_registered_ops_gradcheck_float64():
+    """torch.autograd.gradcheck of the registered attention and gate ops (float64, tiny; head
+    size 3 exercises the padding of the head dimension to 16)."""
+    if DEVICE == "cpu":
+        torch.compiler.disable(_ops_module._register)()
+    else:
+        pytest.skip("float64 tl.dot is an interpreter-only check here")
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 3, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    ql, kl = torch.tensor([2]), torch.tensor([4])
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: torch.ops.fian_fast.cga_attention(q, k, v, ql, kl, 2, "ieee")[0], (q, k, v))
+    x, i = (torch.randn(1, 3, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    bg, bi = (torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda *a: torch.ops.fian_fast.cga_gate(*a, ql), (x, i, bg, bi))
+    assert torch.autograd.gradcheck(lambda x, bg, bi: torch.ops.fian_fast.cga_gate(x, None, bg, bi, ql), (x, bg, bi))
