@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from fian_fast import FIAN, FIANConfig, FIANOutput
+from fian_fast import FIAN, FIANConfig, FIANOutput, Prediction
 from fian_fast.config import VARIANTS
 from fian_fast.model.cga import CGA, SoftAttention
 from fian_fast.model.integration import VideoEnhancedIntegration, fusion_width
@@ -49,6 +49,7 @@ def test_variant_forward_backward(variant):
     model = FIAN(cfg)
     out, loss = forward_backward(model, cfg)
     N = cfg.num_candidates
+    assert isinstance(out, FIANOutput) and out.valid.dtype == torch.bool
     assert out.logits.shape == (3, N) and out.offsets.shape == (3, N, 2) and out.candidates.shape == (N, 2)
     assert model.localization.gru.gru.input_size == fusion_width(variant, cfg.hidden_size)
     assert torch.isfinite(loss.total)
@@ -219,6 +220,7 @@ def test_predictions_sorted_inside_and_suppressed(nms):
     durations = torch.tensor([30.0, 7.5, 100.0])
     x = inputs(cfg, [24, 10, 3], [8, 4, 2])
     pred = model.predict(*x, durations, top_n=6, nms_threshold=nms)
+    assert isinstance(pred, Prediction) and pred.indices.dtype == torch.int64
     assert pred.segments.shape == (3, 6, 2) and pred.scores.shape == (3, 6) and pred.indices.shape == (3, 6)
     for b in range(3):
         kept = pred.indices[b] >= 0

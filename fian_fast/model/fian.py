@@ -9,7 +9,6 @@ from torch import nn
 
 from .._validation import check_finite, check_fraction, check_lengths, check_same_device, check_tensor
 from ..config import FIANConfig
-from ..reference.cga import length_mask
 from .decode import Prediction, decode
 from .encoders import QueryEncoder, VideoEncoder, zero_padding
 from .integration import Fusion, fusion_width
