@@ -158,7 +158,7 @@ def _log(path: Optional[str], record: dict) -> None:
 
 def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[GroundingDataset], opts: TrainOptions,
           dist_info: Optional[DistInfo] = None, on_step: Optional[Callable[[int], None]] = None) -> dict:
-    """Train a FIAN model; returns ``{"steps", "epochs", "seconds", "best", "last", "checkpoint"}``.
+    """Train a FIAN model; returns ``{"steps", "epochs", "seconds", "best", "last", "checkpoint", "model"}``.
 
     Args:
         cfg: model config (its ``lr``, ``batch_size``, ``epochs``, ``grad_clip`` unless overridden
@@ -293,5 +293,7 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
     summary = {"steps": step, "epochs": epoch, "seconds": round(time.time() - t0, 2), "best": best,
                "last": last_metrics, "checkpoint": best_path}
     if info.is_main:
-        _log(log_path, {"event": "end", **{k: v for k, v in summary.items()}})
-    return broadcast_object(info, summary)
+        _log(log_path, {"event": "end", **summary})
+    summary = broadcast_object(info, summary)
+    summary["model"] = model  # this process's trained module (not part of the broadcast)
+    return summary
