@@ -14,9 +14,9 @@ stores the row log-sum-exp (base 2, of the scaled scores) for the backward.
 
 Backward: program (key block, b*H + h) owns its keys, loops over the query blocks of its
 sample and accumulates dK and dV in registers; no atomics, so two runs are bitwise equal. When
-one key block holds all keys (``Lk <= max_fused_keys``, which covers the paper's Lv = 200 and
-Lq <= 30) the same program also writes dQ (it sees every key of each query row); otherwise a
-second kernel computes dQ per query block. delta = rowsum(dO * O) is computed from the dO and O
+one key block holds all keys (``Lk <= max_fused_keys``: 256 for bf16/fp16 with a 64-wide head,
+which covers the paper's Lv = 200 and Lq <= 30) the same program, one per (b, h), also writes dQ
+(it sees every key of each query row); otherwise a second kernel computes dQ per query block. delta = rowsum(dO * O) is computed from the dO and O
 tiles each program loads anyway, which saves a launch and a [B, H, Lq] round trip.
 
 Information gate (eq. 6), elementwise over ``[B, Lq, d]`` with padded rows set to zero::
@@ -36,9 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "MAX_FUSED_KEYS"]
+__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "attention_config"]
 
-MAX_FUSED_KEYS = 256
 _LOG2E = 1.4426950408889634
 
 
@@ -52,7 +51,7 @@ def _cga_attn_fwd_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
+    b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     k_len = tl.load(klen_ptr + b).to(tl.int32)
@@ -110,7 +109,7 @@ def _cga_attn_bwd_kernel(
     contiguous [B, L, H*HEAD_DIM]."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
+    b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     k_len = tl.load(klen_ptr + b).to(tl.int32)
@@ -174,7 +173,7 @@ def _cga_attn_bwd_dq_kernel(
     """dQ of one query block when the keys span several blocks (second, deterministic pass)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
+    b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     k_len = tl.load(klen_ptr + b).to(tl.int32)
@@ -211,29 +210,38 @@ def _cga_attn_bwd_dq_kernel(
 
 
 @triton.jit
+def _acc(x, FP64: tl.constexpr):
+    """Arithmetic dtype of the gate: float32 for every input but float64 (kept exact for gradcheck)."""
+    if FP64:
+        return x.to(tl.float64)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
 def _cga_gate_fwd_kernel(
     x_ptr, i_ptr, bg_ptr, bi_ptr, out_ptr, qlen_ptr,
     stride_xb, stride_xl, stride_xd, stride_ib, stride_il, stride_id,
     Lq, D,
-    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, FP64: tl.constexpr,
 ):
     """out[b, l] = sigmoid(x + b_g) * (x + b_i) (or (i + b_i) when SEPARATE), 0 for l >= q_len.
     out is contiguous [B, Lq, D]."""
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     ld_mask = (offs_m < q_len)[:, None] & d_ok[None, :]
-    x = tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
-                mask=ld_mask, other=0.0).to(ACC)
-    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
-    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
+    x = _acc(tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
+                     mask=ld_mask, other=0.0), FP64)
+    bg = _acc(tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0), FP64)
+    bi = _acc(tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0), FP64)
     if SEPARATE:
-        info = tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
-                       mask=ld_mask, other=0.0).to(ACC)
+        info = _acc(tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
+                            mask=ld_mask, other=0.0), FP64)
     else:
         info = x
     gate = tl.sigmoid(x + bg[None, :])
@@ -247,28 +255,28 @@ def _cga_gate_bwd_kernel(
     dout_ptr, x_ptr, i_ptr, bg_ptr, bi_ptr, dx_ptr, di_ptr, dbg_part_ptr, dbi_part_ptr, qlen_ptr,
     stride_gb, stride_gl, stride_gd, stride_xb, stride_xl, stride_xd, stride_ib, stride_il, stride_id,
     Lq, D,
-    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+    SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, FP64: tl.constexpr,
 ):
     """Gradients of the gate. dx (and di when SEPARATE) are contiguous [B, Lq, D]; the bias
     gradients are written as per-program column sums [B * cdiv(Lq, BLOCK_M), D] that the caller
     reduces in a fixed order (deterministic, no atomics). Shared: dx = d_gate + d_info."""
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     ld_mask = (offs_m < q_len)[:, None] & d_ok[None, :]
-    g_out = tl.load(dout_ptr + b * stride_gb + offs_m[:, None] * stride_gl + offs_d[None, :] * stride_gd,
-                    mask=ld_mask, other=0.0).to(ACC)
-    x = tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
-                mask=ld_mask, other=0.0).to(ACC)
-    bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
-    bi = tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
+    g_out = _acc(tl.load(dout_ptr + b * stride_gb + offs_m[:, None] * stride_gl + offs_d[None, :] * stride_gd,
+                         mask=ld_mask, other=0.0), FP64)
+    x = _acc(tl.load(x_ptr + b * stride_xb + offs_m[:, None] * stride_xl + offs_d[None, :] * stride_xd,
+                     mask=ld_mask, other=0.0), FP64)
+    bg = _acc(tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0), FP64)
+    bi = _acc(tl.load(bi_ptr + offs_d, mask=d_ok, other=0.0), FP64)
     if SEPARATE:
-        info = tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
-                       mask=ld_mask, other=0.0).to(ACC)
+        info = _acc(tl.load(i_ptr + b * stride_ib + offs_m[:, None] * stride_il + offs_d[None, :] * stride_id,
+                            mask=ld_mask, other=0.0), FP64)
     else:
         info = x
     gate = tl.sigmoid(x + bg[None, :])
@@ -303,6 +311,54 @@ def _precision(dtype: torch.dtype, input_precision: str) -> str:
     return input_precision if dtype == torch.float32 else "tf32"
 
 
+# Tile limits for a 64-wide head, chosen from ahead-of-time sm_90 builds (cuobjdump resource usage;
+# tests/test_cga_kernels.py rebuilds them): every tile fits the 227 KiB of shared memory of an
+# H100/H200 block and stays within 255 registers without spilling, except the 256-key fused
+# backward in half precision (a 264-byte spill, taken to keep dQ in the same pass at Lv = 200).
+# Float32 dots need more registers (IEEE runs on FMA units; 3xTF32 keeps three operand copies).
+#   kind: (fwd max M, fwd max N, fwd warps, fused bwd max keys)
+_TILES = {
+    "half": (64, 128, 4, 256),
+    "tf32": (32, 64, 8, 128),
+    "tf32x3": (32, 64, 8, 64),
+    "ieee": (32, 64, 8, 64),
+}
+
+
+def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int, head_dim: int,
+                     max_fused_keys=None) -> dict:
+    """Tile sizes and warps of the three attention kernels for one call.
+
+    Returns ``{"fwd": {...}, "bwd": {...}, "dq": {...} or None}``, each holding BLOCK_M, BLOCK_N,
+    BLOCK_D, DOT_PRECISION, num_warps (and WRITE_DQ for "bwd"); "dq" is None when one key block
+    holds every key (dQ written by the dK/dV program).
+    """
+    prec = _precision(dtype, input_precision)
+    kind = "half" if dtype in (torch.float16, torch.bfloat16) else prec
+    max_m, max_n, fwd_warps, fused_keys = _TILES[kind]
+    block_d = _block(head_dim, 16, 256)
+    shrink = max(1, block_d // 64)  # wider heads: proportionally fewer rows and keys per tile
+    max_n, fused_keys = max(16, max_n // shrink), max(16, fused_keys // shrink)
+    if max_fused_keys is not None:
+        fused_keys = max_fused_keys
+    fwd_m = _block(Lq, 16, max(16, max_m // shrink))
+    if kind == "half" and fwd_m > 32:
+        max_n = min(max_n, 32)
+    fwd = dict(BLOCK_M=fwd_m, BLOCK_N=_block(Lk, 16, max_n), BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=fwd_warps)
+    fused = triton.next_power_of_2(max(Lk, 1)) <= fused_keys
+    bwd_n = _block(Lk, 16, fused_keys) if fused else max(16, 64 // shrink)
+    if kind == "half":
+        bwd_m = 64 if bwd_n <= 64 else (32 if bwd_n <= 128 else 16)
+    else:
+        bwd_m = 16
+    bwd_m = _block(Lq, 16, max(16, bwd_m // shrink))
+    warps = 8 if bwd_n * block_d >= 128 * 64 or kind != "half" else 4
+    bwd = dict(BLOCK_M=bwd_m, BLOCK_N=bwd_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=warps, WRITE_DQ=fused)
+    dq = None if fused else dict(BLOCK_M=_block(Lq, 16, max(16, 32 // shrink)), BLOCK_N=bwd_n, BLOCK_D=block_d,
+                                 DOT_PRECISION=prec, num_warps=8)
+    return {"fwd": fwd, "bwd": bwd, "dq": dq}
+
+
 def _strides(t: torch.Tensor):
     return t.stride(0), t.stride(1), t.stride(2)
 
@@ -330,30 +386,29 @@ def cga_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_l
     lse = torch.empty((B, num_heads, Lq), device=q.device, dtype=torch.float32)
     if B == 0 or Lq == 0:
         return o, lse
-    block_d = _block(head_dim, 16, 256)
-    block_m = _block(Lq, 16, 64)
-    block_n = block_n or _block(Lk, 16, 128 if block_d <= 64 else 64)
+    cfg = attention_config(q.dtype, input_precision, Lq, Lk, head_dim)["fwd"]
+    if block_n:
+        cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
-    grid = (triton.cdiv(Lq, block_m), B * num_heads)
+    grid = (triton.cdiv(Lq, cfg["BLOCK_M"]), B * num_heads)
     _launch(_cga_attn_fwd_kernel)[grid](
         q, k, v, o, lse, query_lengths, key_lengths,
         *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        Lq, num_heads, head_dim, sm_scale * _LOG2E,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        DOT_PRECISION=_precision(q.dtype, input_precision), num_warps=4)
+        Lq, num_heads, head_dim, sm_scale * _LOG2E, **cfg)
     return o, lse
 
 
 def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: torch.Tensor,
                       lse: torch.Tensor, query_lengths: torch.Tensor, key_lengths: torch.Tensor, num_heads: int,
-                      input_precision: str = "ieee", max_fused_keys: int = MAX_FUSED_KEYS, block_n=None):
+                      input_precision: str = "ieee", max_fused_keys=None, block_n=None):
     """Gradients of :func:`cga_attention_fwd` w.r.t. q, k, v (deterministic, no atomics).
 
     Args:
         grad_heads: Tensor[B, Lq, d], gradient of ``heads`` (any strides), dtype of ``q``.
         q, k, v, heads, lse, lengths, num_heads, input_precision: as in / from the forward.
         max_fused_keys: key count up to which one program per (b, h) holds every key and writes
-            dQ in the same pass; above it dQ is a second pass over query blocks.
+            dQ in the same pass (above it dQ is a second pass over query blocks); None takes the
+            dtype's limit from :func:`attention_config` (256 keys for bf16/fp16 with a 64-wide head).
         block_n: keys per program in the two-pass case (power of two >= 16, default 64).
     Returns:
         (dq Tensor[B, Lq, d], dk Tensor[B, Lk, d], dv Tensor[B, Lk, d]), contiguous, dtype of q.
@@ -366,36 +421,24 @@ def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     dv = torch.empty((B, Lk, D), device=q.device, dtype=q.dtype)
     if B == 0 or Lq == 0 or Lk == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    block_d = _block(head_dim, 16, 256)
-    fused = triton.next_power_of_2(Lk) <= max_fused_keys
-    block_n = _block(Lk, 16, max_fused_keys) if fused else (block_n or 64)
-    # the [BLOCK_M, BLOCK_N] score tiles and the [BLOCK_N, BLOCK_D] dK/dV accumulators share registers
-    block_m = _block(Lq, 16, 64 if block_n <= 64 else (32 if block_n <= 128 else 16))
-    num_warps = 8 if block_n * block_d >= 256 * 64 else 4
+    cfg = attention_config(q.dtype, input_precision, Lq, Lk, head_dim, max_fused_keys)
+    bwd, dq_cfg = cfg["bwd"], cfg["dq"]
+    if block_n and dq_cfg is not None:
+        bwd["BLOCK_N"] = dq_cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
-    prec = _precision(q.dtype, input_precision)
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(heads), *_strides(grad_heads))
-    _launch(_cga_attn_bwd_kernel)[(triton.cdiv(Lk, block_n), B * num_heads)](
+    _launch(_cga_attn_bwd_kernel)[(triton.cdiv(Lk, bwd["BLOCK_N"]), B * num_heads)](
         q, k, v, heads, grad_heads, lse, dq, dk, dv, query_lengths, key_lengths, *common,
-        Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, DOT_PRECISION=prec, WRITE_DQ=fused,
-        num_warps=num_warps)
-    if not fused:
-        block_m = _block(Lq, 16, 64)
-        _launch(_cga_attn_bwd_dq_kernel)[(triton.cdiv(Lq, block_m), B * num_heads)](
+        Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **bwd)
+    if dq_cfg is not None:
+        _launch(_cga_attn_bwd_dq_kernel)[(triton.cdiv(Lq, dq_cfg["BLOCK_M"]), B * num_heads)](
             q, k, v, heads, grad_heads, lse, dq, query_lengths, key_lengths, *common,
-            Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=4)
+            Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **dq_cfg)
     return dq, dk, dv
 
 
 _GATE_BLOCK_M = 16
 _GATE_BLOCK_D = 128
-
-
-def _gate_acc(dtype: torch.dtype):
-    # float32 arithmetic for every input dtype but float64 (kept exact for gradcheck)
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tensor, query_lengths: torch.Tensor):
@@ -420,7 +463,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
     grid = (triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D), B)
     _launch(_cga_gate_fwd_kernel)[grid](
         x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
-        SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, ACC=_gate_acc(x.dtype), num_warps=4)
+        SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64, num_warps=4)
     return out
 
 
@@ -447,5 +490,5 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
         _launch(_cga_gate_bwd_kernel)[grid](
             grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
             *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,
-            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, ACC=_gate_acc(x.dtype), num_warps=4)
+            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64, num_warps=4)
     return dx, di, dbg_part.sum(0).to(b_gate.dtype), dbi_part.sum(0).to(b_info.dtype)

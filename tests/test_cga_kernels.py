@@ -246,3 +246,90 @@ def test_registered_ops_gradcheck_float64():
     bg, bi = (torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(lambda *a: torch.ops.fian_fast.cga_gate(*a, ql), (x, i, bg, bi))
     assert torch.autograd.gradcheck(lambda x, bg, bi: torch.ops.fian_fast.cga_gate(x, None, bg, bi, ql), (x, bg, bi))
+
+
+_SM90_BUILD = r'''
+import itertools, json, os, subprocess, sys, tempfile
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fian_fast.kernels import cga as K
+
+TARGET = GPUTarget("cuda", 90, 32)
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def build(fn, dtype, cfg):
+    cfg = dict(cfg)
+    warps = cfg.pop("num_warps")
+    sig = {}
+    for name in fn.arg_names:
+        if name in cfg:
+            sig[name] = "constexpr"
+        elif name in ("lse_ptr", "dbg_part_ptr", "dbi_part_ptr"):
+            sig[name] = "*fp32"
+        elif name in ("qlen_ptr", "klen_ptr"):
+            sig[name] = "*i64"
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + NAMES[dtype]
+        elif name.endswith("scale"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    kernel = triton.compile(ASTSource(fn, sig, cfg), target=TARGET, options={"num_warps": warps})
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    fields = dict(tok.split(":") for tok in usage.split() if tok.count(":") == 1 and tok.split(":")[1].isdigit())
+    return {"kernel": fn.__name__, "dtype": NAMES[dtype], "cfg": cfg, "warps": warps, "shared": kernel.metadata.shared,
+            "regs": int(fields.get("REG", -1)), "stack": int(fields.get("STACK", -1))}
+
+
+seen, rows = set(), []
+cases = [(dt, "tf32", hd) for dt in (torch.bfloat16, torch.float16) for hd in (64, 128)]
+cases += [(torch.float32, p, 64) for p in ("tf32", "tf32x3", "ieee")]
+for (dtype, prec, hd), (lq, lk) in itertools.product(cases, [(20, 200), (200, 20), (30, 700)]):
+    cfg = K.attention_config(dtype, prec, lq, lk, hd)
+    jobs = [(K._cga_attn_fwd_kernel, cfg["fwd"]), (K._cga_attn_bwd_kernel, cfg["bwd"])]
+    jobs += [(K._cga_attn_bwd_dq_kernel, cfg["dq"])] if cfg["dq"] else []
+    for fn, c in jobs:
+        key = (fn.__name__, dtype, tuple(sorted(c.items())))
+        if key not in seen:
+            seen.add(key)
+            rows.append(build(fn, dtype, c))
+for dtype, sep in itertools.product((torch.bfloat16, torch.float32), (False, True)):
+    c = dict(SEPARATE=sep, BLOCK_M=K._GATE_BLOCK_M, BLOCK_D=K._GATE_BLOCK_D, FP64=False, num_warps=4)
+    rows += [build(K._cga_gate_fwd_kernel, dtype, c), build(K._cga_gate_bwd_kernel, dtype, c)]
+print(json.dumps(rows))
+'''
+
+
+def _nvidia_backend_available():
+    try:
+        import triton.backends.nvidia  # noqa: F401
+    except ImportError:
+        return False
+    import os
+    import triton
+    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
+
+
+@pytest.mark.skipif(not _nvidia_backend_available(), reason="triton's NVIDIA backend (ptxas) is not installed")
+def test_kernels_build_for_sm90_within_shared_memory():
+    """Every tile configuration the launchers pick at the paper's shapes (and a 128-wide head)
+    compiles for sm_90 ahead of time, without a GPU, and fits an H100/H200 block's 227 KiB of
+    shared memory; register spills are allowed only where attention_config says so."""
+    import json
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _SM90_BUILD], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) >= 10
+    for r in rows:
+        assert r["shared"] <= 232448, f"{r} needs more shared memory than an sm_90 block has"
+        spill_ok = r["kernel"] == "_cga_attn_bwd_kernel" and r["dtype"] != "fp32" and r["cfg"]["BLOCK_N"] >= 128
+        assert r["stack"] == 0 or spill_ok, f"{r} spills registers"
