@@ -146,10 +146,13 @@ def cmd_train(args) -> int:
     try:
         from .data.text import Vocabulary
         vocab = None
-        if args.resume and os.path.isfile(os.path.join(args.out, "last.pt")):
-            from .train import load_checkpoint
-            vocab = Vocabulary.from_state_dict(load_checkpoint(os.path.join(args.out, "last.pt"))["vocab"])
-        quiet = args.quiet or not info.is_main
+        last = os.path.join(args.out, "last.pt")
+        if args.resume and os.path.isfile(last):
+            from .train import check_resumable, load_checkpoint
+            state = load_checkpoint(last)
+            check_resumable(state, cfg, last)  # before reading any data
+            vocab = Vocabulary.from_state_dict(state["vocab"])
+        quiet = not info.is_main
         train_ds = _load(args, "train", cfg, vocab, quiet=quiet)
         val_ds = _load(args, "val", cfg, train_ds.vocab, quiet=quiet)
         opts = TrainOptions(out_dir=args.out, epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
