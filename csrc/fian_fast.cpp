@@ -28,4 +28,20 @@ PyMODINIT_FUNC PyInit__C(void) {
 TORCH_LIBRARY(fian_fast, m) {
   // 1-D interval IoU of a [B, N, 2] against b [B, M, 2] -> [B, N, M].
   m.def("pairwise_iou(Tensor a, Tensor b) -> Tensor");
+  // Candidate windows [start, end) of every scale, float32 [N, 2] on the CPU (frames).
+  m.def("window_candidates(int num_frames, int[] window_sizes, int[] strides) -> Tensor");
+  // Per-scale strided Conv1d of features [B, T, C] with weights[s] [3, C, k_s] -> [B, N, 3].
+  m.def("window_score(Tensor features, Tensor[] weights, Tensor[] biases, int[] window_sizes, "
+        "int[] strides) -> Tensor");
+  // Gradients of window_score w.r.t. features, every weight and every bias.
+  m.def("window_score_backward(Tensor grad, Tensor features, Tensor[] weights, int[] window_sizes, "
+        "int[] strides) -> (Tensor, Tensor[], Tensor[])");
+  // IoU of candidates [B, N, 2] (or [N, 2]) with gt [B, 2] -> (iou, iou > tau, gt - candidate).
+  m.def("iou_label(Tensor candidates, Tensor gt, float tau) -> (Tensor, Tensor, Tensor)");
+  // Greedy NMS per sample -> int64 [B, top_k] indices in rank order, -1 padding.
+  m.def("temporal_nms(Tensor segments, Tensor scores, float iou_threshold, int top_k, "
+        "Tensor? valid=None) -> Tensor");
+  // Refine + sigmoid + NMS + seconds -> (segments [B, n, 2], scores [B, n], indices [B, n]).
+  m.def("decode(Tensor candidates, Tensor logits, Tensor offsets, Tensor video_lengths, Tensor durations, "
+        "float iou_threshold, int top_n, Tensor? valid=None) -> (Tensor, Tensor, Tensor)");
 }

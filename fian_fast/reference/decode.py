@@ -41,16 +41,21 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         float32 sigmoid scores, Tensor[B, top_n] int64 candidate indices; padding slots hold
         segment (0, 0), score 0, index -1. Ranking uses the logits (sigmoid is monotone), so equal
         sigmoid values from float rounding never reorder candidates; equal logits rank by index.
+        Floats are computed in float64 if any of candidates, logits, offsets is float64, else in
+        float32.
     """
     B, N = logits.shape
     device = logits.device
+    # One compute dtype for every float input: float64 if any is float64, else float32.
+    acc = torch.float64 if torch.float64 in (candidates.dtype, logits.dtype, offsets.dtype) else torch.float32
+    candidates, logits, offsets = candidates.to(acc), logits.to(acc), offsets.to(acc)
     refined = refine_segments(candidates, offsets, video_lengths)
     if valid is None:
         valid = candidates[:, 0].to(refined.dtype).unsqueeze(0) < video_lengths.to(refined.dtype)[:, None]
     seg_out = torch.zeros(B, top_n, 2, dtype=torch.float32, device=device)
     score_out = torch.zeros(B, top_n, dtype=torch.float32, device=device)
     idx_out = torch.full((B, top_n), -1, dtype=torch.int64, device=device)
-    scores = torch.sigmoid(logits.to(refined.dtype))
+    scores = torch.sigmoid(logits)
     for b in range(B):
         keep = nms_one(refined[b].cpu(), logits[b].cpu(), valid[b].cpu(), iou_threshold, top_n).to(device)
         n = int((keep >= 0).sum())

@@ -1,0 +1,50 @@
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "ops/common/nms.h"
+#include "ops/nms_checks.h"
+
+namespace fian_fast {
+namespace {
+
+at::Tensor temporal_nms_cpu(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold,
+                            int64_t top_k, const std::optional<at::Tensor>& valid) {
+  check_nms_args(segments, scores, iou_threshold, top_k, valid);
+  const int64_t B = segments.size(0), N = segments.size(1);
+  auto keep = at::empty({B, top_k}, segments.options().dtype(at::kLong));
+  if (B == 0) return keep;
+  const auto seg = segments.contiguous();
+  const auto sc = scores.contiguous();
+  const auto mask = valid.has_value() ? valid->contiguous() : at::Tensor();
+  const bool* pv = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  int64_t* pk = keep.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, seg.scalar_type(), "temporal_nms_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* ps = seg.data_ptr<scalar_t>();
+    const scalar_t* pscore = sc.data_ptr<scalar_t>();
+    const acc_t threshold = static_cast<acc_t>(iou_threshold);
+    // A sample costs a heap build plus a few dozen pops; batch it in groups of 8 per thread.
+    at::parallel_for(0, B, 8, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> box(2 * N);
+      std::vector<int64_t> heap(N);
+      for (int64_t b = begin; b < end; ++b) {
+        for (int64_t i = 0; i < 2 * N; ++i) box[i] = static_cast<acc_t>(ps[b * 2 * N + i]);
+        nms::greedy_nms<scalar_t, acc_t>(pscore + b * N, box.data(), pv ? pv + b * N : nullptr, N, threshold, top_k,
+                                         pk + b * top_k, heap.data());
+      }
+    });
+  });
+  return keep;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fian_fast, CPU, m) { m.impl("temporal_nms", &temporal_nms_cpu); }
+
+}  // namespace fian_fast
