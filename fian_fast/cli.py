@@ -18,7 +18,7 @@ PRESET_OF = {"synthetic": "synthetic", "charades": "charades", "tacos": "tacos",
              "lighthouse": "charades"}
 #: Epochs of ``train --dataset synthetic`` and ``demo`` unless --epochs is given: enough for
 #: R@1,IoU0.5 well above 60 on the synthetic test split within minutes on two CPU cores.
-SYNTHETIC_EPOCHS = 4
+SYNTHETIC_EPOCHS = 3
 
 
 class CLIError(Exception):
