@@ -51,8 +51,8 @@ def test_cache_videos(vocab):
 def test_load_split_synthetic_and_errors():
     ds, rep = load_split("synthetic", "test", 32, 12, video_dim=32, synthetic_sizes=(4, 2, 3))
     assert len(ds) == rep.kept > 0 and ds.vocab.dim == 50
-    with pytest.raises(ValueError, match="feature dim 32, config expects 64"):
-        load_split("synthetic", "test", 32, 12, video_dim=64, synthetic_sizes=(4, 2, 3))
+    wide, _ = load_split("synthetic", "test", 16, 12, video_dim=64, synthetic_sizes=(4, 2, 3))
+    assert wide[0][0].shape == (16, 64)  # the built-in data follows the config's video_dim
     with pytest.raises(ValueError, match="needs --data-dir"):
         load_split("tacos", "test", 32, 12)
     with pytest.raises(ValueError, match="dataset should be one of"):
