@@ -5,6 +5,8 @@ self-attention never attends to it, and padded output rows are exactly zero.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -35,10 +37,12 @@ class BiGRU(nn.Module):
         super().__init__()
         self.gru = nn.GRU(input_size, hidden_size // 2, batch_first=True, bidirectional=True)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, input_size]; lengths: int64 [B] in [1, L].
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: [B, L, input_size]; lengths: int [B] in [1, L]; ``cpu_lengths`` the same on the CPU
+        if the caller has it (packing needs CPU lengths: a CUDA copy here would stall the stream).
         Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
-        packed = pack_padded_sequence(x, lengths.detach().to("cpu", torch.int64), batch_first=True, enforce_sorted=False)
+        cpu_lengths = lengths.detach().cpu() if cpu_lengths is None else cpu_lengths
+        packed = pack_padded_sequence(x, cpu_lengths.to(torch.int64), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out
@@ -52,10 +56,11 @@ class QueryEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gru = BiGRU(word_dim, hidden_size)
 
-    def forward(self, query: torch.Tensor, query_lengths: torch.Tensor) -> torch.Tensor:
-        """query: float [B, Lq, word_dim] (padding already zeroed); query_lengths: int64 [B].
-        Returns ``h_q`` float [B, Lq, d_h], zero at padded words."""
-        return self.gru(self.dropout(query), query_lengths)
+    def forward(self, query: torch.Tensor, query_lengths: torch.Tensor,
+                cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """query: float [B, Lq, word_dim] (padding already zeroed); query_lengths: int64 [B]
+        (``cpu_lengths``: optional CPU copy). Returns ``h_q`` float [B, Lq, d_h], zero at padded words."""
+        return self.gru(self.dropout(query), query_lengths, cpu_lengths)
 
 
 class VideoEncoder(nn.Module):
@@ -70,11 +75,12 @@ class VideoEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gru = BiGRU(hidden_size, hidden_size)
 
-    def forward(self, video: torch.Tensor, video_lengths: torch.Tensor) -> torch.Tensor:
-        """video: float [B, Lv, video_dim] (padding already zeroed); video_lengths: int64 [B].
-        Returns ``h_v`` float [B, Lv, d_h], zero at padded frames."""
+    def forward(self, video: torch.Tensor, video_lengths: torch.Tensor,
+                cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """video: float [B, Lv, video_dim] (padding already zeroed); video_lengths: int64 [B]
+        (``cpu_lengths``: optional CPU copy). Returns ``h_v`` float [B, Lv, d_h], zero at padded frames."""
         x = self.dropout(self.proj(video))
         pad = ~length_mask(video_lengths, x.shape[1])          # True = never attended
         attended, _ = self.attn(x, x, x, key_padding_mask=pad, need_weights=False)
         x = zero_padding(self.norm(x + self.dropout(attended)), video_lengths)
-        return self.gru(x, video_lengths)
+        return self.gru(x, video_lengths, cpu_lengths)

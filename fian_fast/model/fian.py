@@ -102,11 +102,14 @@ class FIAN(nn.Module):
         check_finite(fn, "video", video)
         check_finite(fn, "query", query)
         query = F.pad(query, (0, 0, 0, self.cfg.max_query_length - query.shape[1]))
-        h_q = self.query_encoder(query, query_lengths)                                     # eq. 1-3
-        h_v = self.video_encoder(video, video_lengths)
+        # packing needs the lengths on the host: copy them once, here, before the long queue of
+        # device work, so that no later step waits for the device
+        vl_cpu, ql_cpu = video_lengths.detach().cpu(), query_lengths.detach().cpu()
+        h_q = self.query_encoder(query, query_lengths, ql_cpu)                             # eq. 1-3
+        h_v = self.video_encoder(video, video_lengths, vl_cpu)
         reps = self.iterative_attention(h_q, h_v, query_lengths, video_lengths)             # eq. 4-10
         fused = self.fusion(reps, query_lengths, video_lengths)                            # eq. 11-14
-        logits, offsets = self.localization(fused, video_lengths)                          # sec. 3.4
+        logits, offsets = self.localization(fused, video_lengths, vl_cpu)                  # sec. 3.4
         candidates = self.candidates
         valid = candidates[None, :, 0] < video_lengths[:, None].to(candidates.dtype)
         return FIANOutput(logits, offsets, candidates, valid, video_lengths)

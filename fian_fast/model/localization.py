@@ -9,7 +9,7 @@ rewriting: output channel 0 is the score logit, channels 1-2 the offsets (Î´s, Î
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -46,10 +46,11 @@ class LocalizationHead(nn.Module):
         self.register_buffer("candidates", window_candidates(num_frames, self.window_sizes, self.strides),
                              persistent=False)
 
-    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """fused: M [B, n_v, C_M]; video_lengths int64 [B].
+    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor,
+                cpu_lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """fused: M [B, n_v, C_M]; video_lengths int64 [B] (``cpu_lengths``: optional CPU copy).
         Returns (logits [B, N], offsets [B, N, 2] in frames)."""
-        features = self.gru(self.dropout(fused), video_lengths)
+        features = self.gru(self.dropout(fused), video_lengths, cpu_lengths)
         score = window_score
         if self.backend == "fast":
             score = fast_op("window_score", features.device) or score
