@@ -179,6 +179,7 @@ def _cga_fused(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o,
     B, Lq, d = query.shape
     Lk = key_value.shape[1]
     separate = w_info_q is not None
+    query_lengths, key_lengths = query_lengths.contiguous(), key_lengths.contiguous()  # read as flat arrays
     # fusion 1: one GEMM per shared input
     w_query_side = torch.cat([w_q, w_gate_q, w_info_q] if separate else [w_q, w_gate_q])
     proj = query.reshape(B * Lq, d) @ w_query_side.t()                      # [B*Lq, 2d | 3d]
