@@ -1,7 +1,7 @@
 """Evaluation: R@n, IoU@m and mIoU under the field's named protocols (PROTOCOLS.md, "Metrics").
 
 The evaluator ranks, for each query, every valid candidate of the model by score, with the
-model's own refinement (``FIAN.decode`` with ``top_n = N`` and no suppression), and hands the
+model's own refinement (what ``FIAN.decode`` returns with ``top_n = N`` and no suppression), and hands the
 ranked list to a protocol, which applies its own NMS and hit test:
 
 ``2dtan`` (default)
@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "THRESHOLDS", "RECALLS", "EvalResult", "nms_2dtan", "nms_csmgan",
+__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "THRESHOLDS", "RECALLS", "EvalResult", "QueryRanking", "nms_2dtan", "nms_csmgan",
            "iou_seconds", "iou_frames_csmgan", "score_queries", "ranked_segments", "evaluate_model"]
 
 PROTOCOLS = ("2dtan", "csmgan")
@@ -190,23 +190,33 @@ def score_queries(queries: Iterable[QueryRanking], protocol: str = DEFAULT_PROTO
 
 # ------------------------------------------------------------------------------ the model
 def ranked_segments(model, out, durations: torch.Tensor, gt_fraction: torch.Tensor) -> List[QueryRanking]:
-    """Every valid candidate of each query, refined and ranked by the model's decode
-    (``top_n = N``, ``nms_threshold = 1``: nothing is suppressed since IoU <= 1)."""
-    n = int(out.logits.shape[1])
-    pred = model.decode(out, durations, top_n=n, nms_threshold=1.0)
-    segs = pred.segments.float().cpu().numpy()
-    scores = pred.scores.float().cpu().numpy()
-    idx = pred.indices.cpu().numpy()
-    lengths = out.video_lengths.cpu().tolist()
+    """Every valid candidate of each query, refined and ranked as ``model.decode`` does with
+    ``top_n = N`` and no suppression (``nms_threshold = 1``), vectorized: offsets are taken relative
+    to the window clipped to the video, ``window + offsets`` is re-ordered and clipped to
+    ``[0, video_lengths[b]]``, candidates are ranked by logit (ties: lower index), frames become
+    seconds by ``frames / video_lengths[b] * durations[b]``. ``tests/test_evaluate.py`` holds this
+    equal to ``model.decode``."""
+    from .model.loss import clip_candidates
+    from .reference.decode import refine_segments
+
+    with torch.no_grad():
+        cand = out.candidates.float()
+        lengths = out.video_lengths
+        offsets = out.offsets.float() + (clip_candidates(cand, lengths) - cand)
+        refined = refine_segments(cand, offsets, lengths)                       # [B, N, 2] frames
+        logits = out.logits.float().masked_fill(~out.valid, float("-inf"))
+        order = torch.sort(logits, dim=1, descending=True, stable=True).indices
+        seconds = refined / lengths.to(refined.dtype)[:, None, None] * durations.to(refined.dtype)[:, None, None]
+        seconds = torch.gather(seconds, 1, order[..., None].expand(-1, -1, 2)).cpu().numpy()
+        scores = torch.sigmoid(torch.gather(out.logits.float(), 1, order)).cpu().numpy()
+        counts = out.valid.sum(1).cpu().tolist()
+    order = order.cpu().numpy()
+    lens = lengths.cpu().tolist()
     durs = durations.float().cpu().tolist()
     gts = gt_fraction.float().cpu().numpy()
-    rankings = []
-    for b in range(segs.shape[0]):
-        k = int((idx[b] >= 0).sum())
-        d = durs[b]
-        rankings.append(QueryRanking(segs[b, :k].astype(np.float64), scores[b, :k], idx[b, :k], int(lengths[b]), d,
-                                     (float(gts[b, 0]) * d, float(gts[b, 1]) * d)))
-    return rankings
+    return [QueryRanking(seconds[b, :k].astype(np.float64), scores[b, :k], order[b, :k], int(lens[b]), durs[b],
+                         (float(gts[b, 0]) * durs[b], float(gts[b, 1]) * durs[b]))
+            for b, k in enumerate(counts)]
 
 
 @torch.no_grad()

@@ -103,5 +103,10 @@ def test_ranked_segments_from_the_model():
         assert (np.diff(r.scores) <= 0).all()
         assert r.segments.min() >= 0 and r.segments.max() <= durations[b].item() + 1e-4
         assert r.gt == pytest.approx((gt[b, 0].item() * durations[b].item(), gt[b, 1].item() * durations[b].item()))
-    top = model.decode(out, durations, top_n=1, nms_threshold=0.5)
-    np.testing.assert_allclose(ranks[0].segments[0], top.segments[0, 0].numpy(), atol=1e-5)
+    full = model.decode(out, durations, top_n=out.logits.shape[1], nms_threshold=1.0)
+    for b, r in enumerate(ranks):
+        k = len(r.segments)
+        assert (full.indices[b, k:] == -1).all()
+        np.testing.assert_array_equal(r.indices, full.indices[b, :k].numpy())
+        np.testing.assert_allclose(r.segments, full.segments[b, :k].numpy(), atol=1e-5)
+        np.testing.assert_allclose(r.scores, full.scores[b, :k].numpy(), atol=1e-6)
