@@ -1,0 +1,132 @@
+"""FIAN with backend="fast": dispatch to fian_fast.ops and agreement with the reference."""
+import os
+
+import pytest
+import torch
+
+from fian_fast import FIAN, FIANConfig
+from fian_fast.reference.cga import cga as reference_cga
+
+
+def tiny(**overrides) -> FIANConfig:
+    values = dict(video_dim=16, word_dim=12, num_frames=24, max_query_length=8, hidden_size=32, num_heads=4,
+                  ffn_size=64, dropout=0.0, window_sizes=(4, 8, 12), stride_ratio=0.25)
+    values.update(overrides)
+    return FIANConfig.preset("synthetic", **values)
+
+
+def inputs(cfg, video_lengths, query_lengths, lq=None):
+    B = len(video_lengths)
+    video = torch.randn(B, cfg.num_frames, cfg.video_dim)
+    query = torch.randn(B, lq or max(query_lengths), cfg.word_dim)
+    return video, torch.tensor(video_lengths), query, torch.tensor(query_lengths)
+
+
+def test_fast_backend_matches_reference_on_cpu():
+    cfg = tiny()
+    ref = FIAN(cfg).eval()
+    fast = FIAN(cfg, backend="fast").eval()
+    fast.load_state_dict(ref.state_dict())
+    x = inputs(cfg, [24, 13], [8, 3])
+    a, b = ref(*x), fast(*x)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.offsets, a.offsets, atol=1e-5, rtol=1e-5)
+    gt = torch.tensor([[0.1, 0.4], [0.2, 0.7]])
+    for la, lb in zip(ref.loss(a, gt), fast.loss(b, gt)):
+        torch.testing.assert_close(lb, la, atol=1e-5, rtol=1e-5)
+    durations = torch.tensor([30.0, 12.0])
+    pa, pb = ref.decode(a, durations), fast.decode(b, durations)
+    assert torch.equal(pa.indices, pb.indices)
+    torch.testing.assert_close(pb.segments, pa.segments, atol=1e-4, rtol=1e-5)
+
+
+def test_fast_backend_calls_the_fused_ops(monkeypatch):
+    """backend="fast" routes window_score / iou_label / decode / cga through fian_fast.ops when
+    they can run; spies stand in for the ops and forward to the references."""
+    import fian_fast.model.cga as cga_module
+    import fian_fast.model.decode as decode_module
+    import fian_fast.model.localization as localization_module
+    import fian_fast.model.loss as loss_module
+    from fian_fast import reference
+
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args):
+            calls.append(name)
+            return fn(*args)
+        return wrapped
+
+    fakes = {"window_score": spy("window_score", reference.window_score),
+             "iou_label": spy("iou_label", reference.iou_label),
+             "decode": spy("decode", reference.decode),
+             "cga": spy("cga", reference_cga)}
+    for module in (cga_module, decode_module, localization_module, loss_module):
+        monkeypatch.setattr(module, "fast_op", lambda name, device: fakes[name])
+    cfg = tiny()
+    x = inputs(cfg, [24, 13], [8, 3])
+    model = FIAN(cfg, backend="fast").eval()
+    out = model(*x)
+    model.loss(out, torch.tensor([[0.1, 0.4], [0.2, 0.7]]))
+    model.decode(out, torch.tensor([3.0, 4.0]))
+    assert calls.count("cga") == 4 and {"window_score", "iou_label", "decode"} <= set(calls)
+    calls.clear()
+    reference_model = FIAN(cfg).eval()
+    out = reference_model(*x)
+    reference_model.loss(out, torch.tensor([[0.1, 0.4], [0.2, 0.7]]))
+    reference_model.decode(out, torch.tensor([3.0, 4.0]))
+    assert calls == []
+
+
+def test_fast_op_lookup_respects_the_device():
+    from fian_fast.model._dispatch import fast_op
+    assert fast_op("cga", torch.device("cpu")) is None           # the reference is the CPU path
+    assert fast_op("no_such_op", torch.device("cpu")) is None
+
+
+def test_model_with_the_triton_cga_under_the_interpreter(monkeypatch):
+    """The fused Triton CGA (interpreted on the CPU) inside the model matches the reference."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the Triton interpreter on the CPU")
+    ops_cga = pytest.importorskip("fian_fast.ops.cga")
+    import fian_fast.model.cga as cga_module
+
+    fused = lambda *args: ops_cga.cga_triton(*args, input_precision="ieee")   # noqa: E731
+    cfg = tiny(hidden_size=32, num_heads=2, num_frames=16, max_query_length=4, window_sizes=(4, 8))
+    ref = FIAN(cfg).eval()
+    fast = FIAN(cfg, backend="fast").eval()
+    fast.load_state_dict(ref.state_dict())
+    x = inputs(cfg, [16, 7], [4, 2])
+    gt = torch.tensor([[0.1, 0.5], [0.2, 0.9]])
+    want = ref(*x)
+    ref.loss(want, gt).total.backward()
+    monkeypatch.setattr(cga_module, "fast_op", lambda name, device: fused if name == "cga" else None)
+    got = fast(*x)
+    fast.loss(got, gt).total.backward()
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.offsets, want.offsets, atol=1e-4, rtol=1e-4)
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", ["full", "soft", "vq"])
+def test_fast_backend_matches_reference_on_cuda(variant):
+    cfg = FIANConfig.preset("tacos", variant=variant, dropout=0.0)
+    ref = FIAN(cfg).cuda()
+    fast = FIAN(cfg, backend="fast").cuda()
+    fast.load_state_dict(ref.state_dict())
+    x = [t.cuda() for t in inputs(cfg, [200, 130, 57, 9], [30, 12, 5, 1], lq=30)]
+    gt = torch.tensor([[0.1, 0.4], [0.2, 0.7], [0.5, 0.55], [0.0, 1.0]], device="cuda")
+    outs, grads = [], []
+    for model in (ref, fast):
+        out = model(*x)
+        model.loss(out, gt).total.backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(outs[1].offsets, outs[0].offsets, atol=2e-3, rtol=2e-3)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=2e-3, rtol=2e-2, msg=name)
