@@ -1,7 +1,6 @@
 """Readers of the public annotation formats, on synthetic data written in each format, and the
 cleaning step."""
 import json
-import os
 
 import pytest
 

@@ -25,7 +25,6 @@ def test_deterministic(data):
 def test_queries_name_their_event_and_span_carries_its_pattern(data):
     # The planted pattern dominates the clips of the ground-truth span: the span's mean feature
     # correlates best with the pattern of the event the sentence names.
-    from fian_fast.data.synthetic import make_synthetic as _  # noqa: F401
     rng = np.random.default_rng(10_000 + data.seed)
     patterns = rng.standard_normal((len(EVENTS), data.video_dim))
     hits = total = 0

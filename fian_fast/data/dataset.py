@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .features import FeatureStore, MemoryFeatures, check_features, open_features, resample
 from .formats import read_annotations
-from .records import CleaningReport, Record, clean_records
+from .records import Record, clean_records
 from .text import Vocabulary, word_vectors
 
 __all__ = ["Batch", "GroundingDataset", "collate", "load_split", "DATASETS"]

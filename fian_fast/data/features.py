@@ -17,7 +17,7 @@ length returned.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 

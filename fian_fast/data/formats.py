@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 from .records import Record
 
