@@ -141,6 +141,21 @@ def test_padded_inputs_get_zero_gradient(variant):
         assert (x.grad[~pad].abs().sum(-1) > 0).all()
 
 
+def test_float64_gradcheck_through_the_model():
+    cfg = tiny(video_dim=3, word_dim=3, num_frames=8, max_query_length=3, hidden_size=8, num_heads=2, ffn_size=8,
+               window_sizes=(2, 4), stride_ratio=0.5)
+    model = FIAN(cfg).double().eval()
+    video, vl, query, ql = inputs(cfg, [8, 5], [3, 2], dtype=torch.float64)
+    video.requires_grad_(True)
+    query.requires_grad_(True)
+
+    def fn(v, q):
+        out = model(v, vl, q, ql)
+        return out.logits, out.offsets
+
+    assert torch.autograd.gradcheck(fn, (video, query), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
 # ----------------------------------------------------------------------------------- components
 def test_cga_module_is_the_reference_function():
     torch.manual_seed(1)
