@@ -311,18 +311,20 @@ def _precision(dtype: torch.dtype, input_precision: str) -> str:
     return input_precision if dtype == torch.float32 else "tf32"
 
 
-# Tile limits for a 64-wide head, chosen from ahead-of-time sm_90 builds (cuobjdump resource usage;
-# tests/test_cga_kernels.py rebuilds them): every tile fits the 227 KiB of shared memory of an
-# H100/H200 block and stays within 255 registers without spilling, except the 256-key fused
-# backward in half precision (a 264-byte spill, taken to keep dQ in the same pass at Lv = 200).
-# Float32 dots need more registers (IEEE runs on FMA units; 3xTF32 keeps three operand copies).
-#   kind: (fwd max M, fwd max N, fwd warps, fused bwd max keys)
+# Tile limits for a 64-wide head, chosen from ahead-of-time sm_90 builds with triton 3.8 and 3.6
+# (cuobjdump resource usage; tests/test_cga_kernels.py rebuilds them): every tile fits the 227 KiB
+# of shared memory of an H100/H200 block and, with 8 warps, 255 registers without spilling, except
+# the 256-key fused backward in half precision (a small spill, taken to keep dQ in the same pass
+# at Lv = 200). Float32 dots need more registers (IEEE runs on FMA units; 3xTF32 keeps three
+# operand copies), hence smaller tiles.
+#   kind: (fwd max M, fwd max N, fused bwd max keys)
 _TILES = {
-    "half": (64, 128, 4, 256),
-    "tf32": (32, 64, 8, 128),
-    "tf32x3": (32, 64, 8, 64),
-    "ieee": (32, 64, 8, 64),
+    "half": (64, 128, 256),
+    "tf32": (32, 64, 128),
+    "tf32x3": (32, 64, 64),
+    "ieee": (32, 64, 64),
 }
+_WARPS = 8
 
 
 def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int, head_dim: int,
@@ -335,7 +337,7 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
     """
     prec = _precision(dtype, input_precision)
     kind = "half" if dtype in (torch.float16, torch.bfloat16) else prec
-    max_m, max_n, fwd_warps, fused_keys = _TILES[kind]
+    max_m, max_n, fused_keys = _TILES[kind]
     block_d = _block(head_dim, 16, 256)
     shrink = max(1, block_d // 64)  # wider heads: proportionally fewer rows and keys per tile
     max_n, fused_keys = max(16, max_n // shrink), max(16, fused_keys // shrink)
@@ -344,18 +346,14 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
     fwd_m = _block(Lq, 16, max(16, max_m // shrink))
     if kind == "half" and fwd_m > 32:
         max_n = min(max_n, 32)
-    fwd = dict(BLOCK_M=fwd_m, BLOCK_N=_block(Lk, 16, max_n), BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=fwd_warps)
+    fwd = dict(BLOCK_M=fwd_m, BLOCK_N=_block(Lk, 16, max_n), BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=_WARPS)
     fused = triton.next_power_of_2(max(Lk, 1)) <= fused_keys
     bwd_n = _block(Lk, 16, fused_keys) if fused else max(16, 64 // shrink)
-    if kind == "half":
-        bwd_m = 64 if bwd_n <= 64 else (32 if bwd_n <= 128 else 16)
-    else:
-        bwd_m = 16
+    bwd_m = (32 if bwd_n <= 128 else 16) if kind == "half" else 16
     bwd_m = _block(Lq, 16, max(16, bwd_m // shrink))
-    warps = 8 if bwd_n * block_d >= 128 * 64 or kind != "half" else 4
-    bwd = dict(BLOCK_M=bwd_m, BLOCK_N=bwd_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=warps, WRITE_DQ=fused)
+    bwd = dict(BLOCK_M=bwd_m, BLOCK_N=bwd_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=_WARPS, WRITE_DQ=fused)
     dq = None if fused else dict(BLOCK_M=_block(Lq, 16, max(16, 32 // shrink)), BLOCK_N=bwd_n, BLOCK_D=block_d,
-                                 DOT_PRECISION=prec, num_warps=8)
+                                 DOT_PRECISION=prec, num_warps=_WARPS)
     return {"fwd": fwd, "bwd": bwd, "dq": dq}
 
 

@@ -331,5 +331,5 @@ def test_kernels_build_for_sm90_within_shared_memory():
     assert len(rows) >= 10
     for r in rows:
         assert r["shared"] <= 232448, f"{r} needs more shared memory than an sm_90 block has"
-        spill_ok = r["kernel"] == "_cga_attn_bwd_kernel" and r["dtype"] != "fp32" and r["cfg"]["BLOCK_N"] >= 128
+        spill_ok = r["kernel"] == "_cga_attn_bwd_kernel" and r["dtype"] != "fp32" and r["cfg"]["BLOCK_N"] >= 256
         assert r["stack"] == 0 or spill_ok, f"{r} spills registers"
