@@ -106,6 +106,43 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
         cga(**kwargs)
 
 
+# ---- the registered triton_ops --------------------------------------------------------------
+
+def _op_cases(device):
+    from fian_fast.ops.cga import _register
+    torch.compiler.disable(_register)()
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(device).requires_grad_()
+
+    q, k, v, x, i, b = rnd(2, 7, 64), rnd(2, 13, 64), rnd(2, 13, 64), rnd(2, 7, 64), rnd(2, 7, 64), rnd(64)
+    ql, kl = torch.tensor([7, 3], device=device), torch.tensor([13, 5], device=device)
+    heads, lse = torch.ops.fian_fast.cga_attention(q, k, v, ql, kl, 4, "ieee")
+    grad = torch.randn(2, 7, 64, generator=g).to(device)
+    return {
+        "cga_attention": (torch.ops.fian_fast.cga_attention.default, (q, k, v, ql, kl, 4, "ieee")),
+        "cga_attention_backward": (torch.ops.fian_fast.cga_attention_backward.default,
+                                   (grad, q, k, v, heads.detach(), lse, ql, kl, 4, "ieee")),
+        "cga_gate-separate": (torch.ops.fian_fast.cga_gate.default, (x, i, b, b, ql)),
+        "cga_gate-shared": (torch.ops.fian_fast.cga_gate.default, (x, None, b, b, ql)),
+        "cga_gate_backward": (torch.ops.fian_fast.cga_gate_backward.default, (grad, x, i, b, b, ql)),
+    }
+
+
+OP_NAMES = ["cga_attention", "cga_attention_backward", "cga_gate-separate", "cga_gate-shared", "cga_gate_backward"]
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_opcheck_schema_and_autograd_registration(name):
+    """The opcheck parts that run eagerly (on the CPU under the Triton interpreter): the schema
+    matches what the op mutates and aliases, and autograd is registered. The fake-tensor and
+    AOT-dispatch parts need a GPU (see test_cuda_opcheck_triton_ops)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    op, args = _op_cases(device)[name]
+    torch.library.opcheck(op, args, test_utils=("test_schema", "test_autograd_registration"))
+
+
 # ---- CUDA: the fused Triton path ----------------------------------------------------------------
 
 def _cga_same_precision(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v,
@@ -195,15 +232,10 @@ def test_cuda_autocast_runs_in_autocast_dtype():
 
 
 @pytest.mark.cuda
-def test_cuda_opcheck_triton_ops():
-    from fian_fast.ops.cga import _register
-    _register()
-    q, k = torch.randn(2, 7, 64, device="cuda"), torch.randn(2, 13, 64, device="cuda")
-    ql, kl = torch.tensor([7, 3], device="cuda"), torch.tensor([13, 5], device="cuda")
-    torch.library.opcheck(torch.ops.fian_fast.cga_attention.default, (q, k, k, ql, kl, 4, "ieee"))
-    x, i, b = torch.randn(2, 7, 64, device="cuda"), torch.randn(2, 7, 64, device="cuda"), torch.randn(64, device="cuda")
-    torch.library.opcheck(torch.ops.fian_fast.cga_gate.default, (x, i, b, b, ql))
-    torch.library.opcheck(torch.ops.fian_fast.cga_gate.default, (x, None, b, b, ql))
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_cuda_opcheck_triton_ops(name):
+    op, args = _op_cases("cuda")[name]
+    torch.library.opcheck(op, args)
 
 
 @pytest.mark.cuda
