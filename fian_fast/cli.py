@@ -47,6 +47,8 @@ def _data_args(p: argparse.ArgumentParser, split_default: Optional[str] = None) 
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch (default: 1 for the synthetic preset on "
+                                               "the CPU, else torch's default)")
     if split_default:
         p.add_argument("--split", default=split_default, choices=("train", "val", "test"))
 
@@ -101,7 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.add_argument("--backend", choices=("reference", "fast"), default="reference")
     d.add_argument("--synthetic-size", type=_sizes, default=(1200, 150, 200), metavar="TRAIN,VAL,TEST")
+    d.add_argument("--threads", type=int, help="CPU threads of torch (default 1 on the CPU)")
     return parser
+
+
+def _set_threads(threads: Optional[int], device: str, small: bool) -> None:
+    """The synthetic model is too small for intra-op parallelism to pay on the CPU, and threads that
+    spin-wait for a busy core make each step many times slower on a shared machine: one thread."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise CLIError(f"--threads should be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    elif small and not device.startswith("cuda"):
+        torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -141,6 +157,7 @@ def cmd_train(args) -> int:
     if args.video_dim:
         overrides["video_dim"] = args.video_dim
     cfg = FIANConfig.preset(preset, **overrides)
+    _set_threads(args.threads, args.device, preset == "synthetic")
     epochs = args.epochs or (SYNTHETIC_EPOCHS if args.dataset == "synthetic" and not args.data_dir else None)
     info = init_distributed(args.device)
     try:
@@ -176,6 +193,7 @@ def _evaluate(checkpoint: str, args, protocols) -> dict:
     from .train import load_model
 
     model, cfg, vocab, state = load_model(checkpoint, args.device, getattr(args, "backend", None))
+    _set_threads(args.threads, args.device, cfg.name == "synthetic")
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
     loader = _loader(ds, args.batch_size or 64, args.workers)
@@ -266,11 +284,13 @@ def cmd_visualize(args) -> int:
 def cmd_demo(args) -> int:
     ns = build_parser().parse_args(["train", "--out", args.out, "--epochs", str(args.epochs), "--device", args.device,
                                     "--backend", args.backend, "--synthetic-size",
-                                    ",".join(str(s) for s in args.synthetic_size)])
+                                    ",".join(str(s) for s in args.synthetic_size)]
+                                   + (["--threads", str(args.threads)] if args.threads else []))
     cmd_train(ns)
     ev = build_parser().parse_args(["evaluate", "--checkpoint", os.path.join(args.out, "best.pt"), "--device",
                                     args.device, "--protocol", "all", "--synthetic-size",
-                                    ",".join(str(s) for s in args.synthetic_size)])
+                                    ",".join(str(s) for s in args.synthetic_size)]
+                                   + (["--threads", str(args.threads)] if args.threads else []))
     print("synthetic test split:")
     return cmd_evaluate(ev)
 
