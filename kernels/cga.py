@@ -16,8 +16,9 @@ Backward: program (key block, b*H + h) owns its keys, loops over the query block
 sample and accumulates dK and dV in registers; no atomics, so two runs are bitwise equal. When
 one key block holds all keys (``Lk <= max_fused_keys``: 256 for bf16/fp16 with a 64-wide head,
 which covers the paper's Lv = 200 and Lq <= 30) the same program, one per (b, h), also writes dQ
-(it sees every key of each query row); otherwise a second kernel computes dQ per query block. delta = rowsum(dO * O) is computed from the dO and O
-tiles each program loads anyway, which saves a launch and a [B, H, Lq] round trip.
+(it sees every key of each query row); otherwise a second kernel computes dQ per query block.
+delta = rowsum(dO * O) is computed from the dO and O tiles each program loads anyway, which
+saves a launch and a [B, H, Lq] round trip.
 
 Information gate (eq. 6), elementwise over ``[B, Lq, d]`` with padded rows set to zero::
 
@@ -26,9 +27,12 @@ Information gate (eq. 6), elementwise over ``[B, Lq, d]`` with padded rows set t
 
 Numerics: every ``tl.dot`` accumulates in float32 with operands in the input dtype (bfloat16,
 float16 or float32); probabilities and dS are cast to the input dtype before their dots, as in
-FlashAttention. For float32 inputs ``input_precision`` picks TF32 tensor cores (``"tf32"``) or
-exact float32 (``"ieee"``); it is a launcher argument (the interpreter tests use ``"ieee"``).
-Every dot dimension is >= 16: the head dimension is padded to ``BLOCK_D = max(16, next_pow2(dk))``.
+FlashAttention. For float32 inputs ``input_precision`` picks exact float32 (``"ieee"``, FMA
+units), TF32 tensor cores (``"tf32"``) or 3xTF32 (``"tf32x3"``, near-float32 on tensor cores);
+it is a launcher argument (the interpreter tests use ``"ieee"``; ``fian_fast.ops.cga`` follows
+``torch.get_float32_matmul_precision()``). Half-precision operands ignore it. Every dot
+dimension is >= 16: the head dimension is padded to ``BLOCK_D = max(16, next_pow2(dk))``, and
+tile sizes per dtype come from :func:`attention_config`. Batch offsets are int64.
 """
 from __future__ import annotations
 
