@@ -248,6 +248,24 @@ def test_registered_ops_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, bg, bi: torch.ops.fian_fast.cga_gate(x, None, bg, bi, ql), (x, bg, bi))
 
 
+@pytest.mark.parametrize("dtype,prec,lk,head_dim,fused", [
+    (torch.bfloat16, "tf32", 200, 64, True),    # paper, words attend to video: one program per (b, h)
+    (torch.float16, "tf32", 20, 64, True),      # video attends to words
+    (torch.bfloat16, "tf32", 300, 64, False),
+    (torch.bfloat16, "tf32", 200, 128, False),  # 4 heads of 128 (Charades preset at d = 512)
+    (torch.float32, "ieee", 200, 64, False),
+    (torch.float32, "ieee", 64, 64, True),
+])
+def test_attention_config_tiles(dtype, prec, lk, head_dim, fused):
+    cfg = kernels.attention_config(dtype, prec, 20, lk, head_dim)
+    assert (cfg["dq"] is None) == fused and cfg["bwd"]["WRITE_DQ"] == fused
+    for part in filter(None, cfg.values()):
+        assert min(part["BLOCK_M"], part["BLOCK_N"], part["BLOCK_D"]) >= 16  # every tl.dot dimension
+        assert part["BLOCK_D"] >= head_dim
+    if fused:
+        assert cfg["bwd"]["BLOCK_N"] >= lk
+
+
 _SM90_BUILD = r'''
 import itertools, json, os, subprocess, sys, tempfile
 import torch, triton
