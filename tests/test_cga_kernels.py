@@ -1,6 +1,6 @@
 """The Triton path of CGA (kernels/cga.py through fian_fast.ops.cga.cga_triton), on the CPU under
-``TRITON_INTERPRET=1`` (tests/conftest.py sets it) or on a GPU, in float32 with IEEE dots,
-against the float64 reference of eq. 4-6.
+``TRITON_INTERPRET=1`` (tests/conftest.py sets it) or on a GPU, in float32 with IEEE dots (and
+float16), against the float64 reference of eq. 4-6.
 
 Tolerances: float32 with exact (IEEE) dots lands within ~2e-6 of float64 relative to the
 largest value at these shapes; tests allow 2e-5 of that scale.
@@ -80,6 +80,25 @@ def test_forward_and_every_gradient(Lq, Lk, separate):
     _close(out.cpu(), ref.detach(), "output")
     for name, gt, gr in zip(NAMES, grads, ref_grads):
         _close(gt.cpu(), gr, f"d{name}")
+
+
+@pytest.mark.parametrize("Lq,Lk", [(7, 200), (17, 13)], ids=lambda v: str(v))
+def test_float16_path(Lq, Lk):
+    """The half-precision kernels (fp16 operands, fp32 accumulation; Lk = 200 takes the fused
+    256-key backward). The interpreter runs fp16 dots but not bf16 ones (its bf16 tl.dot returns
+    garbage), so bf16 is checked on GPUs only (tests/test_cga.py). Tolerance: 5e-3 of the scale,
+    about 5 fp16 ulps; observed <= 1.4e-3."""
+    tensors, ql, kl = _inputs(2, Lq, Lk, [Lq, Lq // 2 + 1], [Lk, Lk // 3], separate=False)
+    grad = torch.randn(2, Lq, D, dtype=torch.float64)
+    ref, ref_grads = _run_reference(tensors, ql, kl, grad)
+    leaves = [t.to(DEVICE, torch.float16).requires_grad_() for t in tensors]
+    out = _call(cga_triton, leaves[0], leaves[1], ql.to(DEVICE), kl.to(DEVICE), leaves[2:])
+    out.backward(grad.to(DEVICE, torch.float16))
+    assert out.dtype == torch.float16
+    for name, a, b in zip(["output"] + NAMES, [out] + [t.grad for t in leaves], [ref] + ref_grads):
+        scale = b.abs().max().item()
+        err = (a.double().cpu() - b.detach()).abs().max().item()
+        assert err <= 5e-3 * scale, f"{name}: {err:.3e} > {5e-3 * scale:.3e}"
 
 
 def test_zero_lengths_and_fully_masked_rows_give_zeros_not_nan():
