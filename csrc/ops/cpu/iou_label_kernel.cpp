@@ -37,7 +37,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> iou_label_cpu(const at::Tensor& c
     scalar_t* pi = iou.data_ptr<scalar_t>();
     bool* pp = positive.data_ptr<bool>();
     scalar_t* po = offsets.data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, 4096, [&](int64_t begin, int64_t end) {
+    // ~2 ns per element: chunks below ~50 us do not repay waking another thread.
+    at::parallel_for(0, B * N, 1 << 15, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t b = row / N;
         const int64_t c = shared ? row % N : row;

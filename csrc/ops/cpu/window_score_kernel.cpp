@@ -94,8 +94,12 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
     diagonal_view(dz, p, B, L).copy_(gs.unsqueeze(-1).expand({B, L, 3, p.m}));
     const auto xb = blocked_features(x, p);
     dw.push_back(at::mm(xb.t(), dz).reshape({p.g, C, 3, p.m}).permute({2, 1, 3, 0}).reshape({3, C, plan[s].size}));
-    const auto dxb = at::mm(dz, blocked_weight(weights[s].contiguous(), p).t());  // [B·blocks, g·C]
-    dx.narrow(1, 0, p.blocks * p.g).add_(dxb.view({B, p.blocks * p.g, C}));
+    const auto wt = blocked_weight(weights[s].contiguous(), p).t();  // [3·m, g·C]
+    if (p.blocks * p.g == T) {
+      dx.view({B * p.blocks, p.g * C}).addmm_(dz, wt);  // accumulate in place, no temporary
+    } else {
+      dx.narrow(1, 0, p.blocks * p.g).add_(at::mm(dz, wt).view({B, p.blocks * p.g, C}));
+    }
   }
   return {dx, dw, db};
 }

@@ -12,7 +12,8 @@ inline void reserve_shared(Kernel kernel, size_t bytes, const char* op, int64_t 
   int device = c10::cuda::current_device();
   int optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= static_cast<size_t>(optin), op, ": ", n, " candidates per sample need ", bytes,
+  // A small margin for the kernel's static shared variables.
+  TORCH_CHECK(bytes + 256 <= static_cast<size_t>(optin), op, ": ", n, " candidates per sample need ", bytes,
               " bytes of shared memory, more than the ", optin, " this GPU gives a block");
   if (bytes > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
