@@ -129,6 +129,10 @@ def _load(args, split: str, cfg, vocab=None, synthetic_sizes=None, quiet: bool =
                             feature_key=args.feature_key, synthetic_sizes=synthetic_sizes or args.synthetic_size)
     if not quiet:
         print(report.summary(), file=sys.stderr)
+        miss, total = ds.vocab.oov_count(r.sentence for r in ds.records)
+        if miss:
+            print(f"{report.source}: {miss} of {total} query tokens unknown to {ds.vocab.source} "
+                  f"(zero vectors)", file=sys.stderr)
     return ds
 
 
