@@ -36,8 +36,9 @@ def _sizes(text: str):
 
 
 def _data_args(p: argparse.ArgumentParser, split_default: Optional[str] = None) -> None:
-    p.add_argument("--dataset", choices=sorted(PRESET_OF), default="synthetic",
-                   help="dataset layout (default: the built-in synthetic data)")
+    p.add_argument("--dataset", choices=sorted(PRESET_OF),
+                   help="dataset layout (default: train -> the built-in synthetic data; evaluate and "
+                        "visualize -> the checkpoint's)")
     p.add_argument("--data-dir", help="folder holding the annotation files under their public names")
     p.add_argument("--features", help="HDF5 feature file or folder of per-video .npy files")
     p.add_argument("--feature-key", help="dataset name inside per-video HDF5 groups (default: c3d_features, ...)")
@@ -155,6 +156,7 @@ def cmd_train(args) -> int:
     from .distributed import cleanup, init_distributed
     from .train import TrainOptions, train
 
+    args.dataset = args.dataset or "synthetic"
     preset = args.preset or PRESET_OF[args.dataset]
     source = word_vectors(args.glove)
     overrides = {"word_dim": source.dim}
@@ -198,6 +200,7 @@ def _evaluate(checkpoint: str, args, protocols) -> dict:
 
     model, cfg, vocab, state = load_model(checkpoint, args.device, getattr(args, "backend", None))
     _set_threads(args.threads, args.device, cfg.name == "synthetic")
+    args.dataset = args.dataset or state.get("dataset", "synthetic")
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
     loader = _loader(ds, args.batch_size or 64, args.workers)
@@ -267,6 +270,7 @@ def cmd_visualize(args) -> int:
     if args.num < 1:
         raise CLIError(f"--num should be >= 1, got {args.num}")
     model, cfg, vocab, state = load_model(args.checkpoint, args.device)
+    args.dataset = args.dataset or state.get("dataset", "synthetic")
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes)
     from .data import collate

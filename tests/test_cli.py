@@ -152,3 +152,10 @@ def test_console_script_error_without_traceback(tmp_path):
     proc = subprocess.run(cmd + ["evaluate", "--checkpoint", str(tmp_path / "none.pt")], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"fian-fast: error: checkpoint not found: {tmp_path / 'none.pt'}"
+
+
+def test_evaluate_defaults_to_the_checkpoint_dataset(checkpoint, files, capsys):
+    code, out, err = run(["evaluate", "--checkpoint", checkpoint, "--data-dir", files["tacos"], "--features",
+                          files["features_h5"], "--json"], capsys)
+    assert code == 0, err
+    assert "R1@0.1" in json.loads(out)["metrics"]  # TACoS thresholds: the checkpoint was trained on tacos
