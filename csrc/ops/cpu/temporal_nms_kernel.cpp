@@ -31,8 +31,9 @@ at::Tensor temporal_nms_cpu(const at::Tensor& segments, const at::Tensor& scores
     const scalar_t* pscore = sc.data_ptr<scalar_t>();
     const acc_t threshold = static_cast<acc_t>(iou_threshold);
     // A sample costs a heap build (a few ns per candidate) plus a few dozen pops: chunks of
-    // about 2^15 candidates keep each thread's share well above the cost of waking it.
-    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
+    // about 2^17 candidates (~0.3 ms) keep each thread's share well above the cost of waking it,
+    // which is microseconds on an idle machine but can be milliseconds on a loaded one.
+    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> box(2 * N);
       std::vector<int64_t> heap(N);
       for (int64_t b = begin; b < end; ++b) {
