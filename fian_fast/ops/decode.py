@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .._validation import check_fraction, check_same_device, check_tensor
-from .iou_label import check_intervals, check_no_nan, ensure_ops, register_fake_op
+from .iou_label import check_data, ensure_ops, register_fake_op
 from .temporal_nms import check_top, check_valid
 
 __all__ = ["decode"]
@@ -50,14 +50,11 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
     check_valid(fn, valid, B, N)
     check_same_device(fn, candidates=candidates, logits=logits, offsets=offsets, video_lengths=video_lengths,
                       durations=durations, valid=valid)
-    if not torch.compiler.is_compiling() and B:
-        if bool((video_lengths < 1).any()):
-            raise ValueError(f"{fn}: video_lengths should be >= 1, got minimum {int(video_lengths.min())}")
-        if not bool((torch.isfinite(durations) & (durations >= 0)).all()):
-            raise ValueError(f"{fn}: durations should be finite and >= 0 seconds, got {durations.tolist()}")
-    check_intervals(fn, "candidates", candidates)
-    check_no_nan(fn, "logits", logits)
-    check_no_nan(fn, "offsets", offsets)
+    check_data(fn, intervals=(("candidates", candidates),), no_nan=(("logits", logits), ("offsets", offsets)),
+               extra=(((video_lengths < 1).any(),
+                       lambda: f"video_lengths should be >= 1, got minimum {int(video_lengths.min())}"),
+                      ((~(torch.isfinite(durations) & (durations >= 0))).any(),
+                       lambda: f"durations should be finite and >= 0 seconds, got {durations.tolist()}")))
     dt = torch.float64 if torch.float64 in (candidates.dtype, logits.dtype, offsets.dtype) else torch.float32
     if B == 0:
         return (torch.zeros((0, top_n, 2), dtype=torch.float32, device=logits.device),

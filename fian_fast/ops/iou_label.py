@@ -2,12 +2,14 @@
 ``o_j > τ`` and the offset targets of eq. 17 (section 3.5), in one kernel."""
 from __future__ import annotations
 
+from typing import Callable, Sequence, Tuple
+
 import torch
 
 from .._extension import has_ops, load_ops, register_fake
 from .._validation import check_fraction, check_same_device, check_tensor
 
-__all__ = ["iou_label", "check_intervals", "check_no_nan", "ensure_ops", "register_fake_op"]
+__all__ = ["iou_label", "check_data", "check_intervals", "check_no_nan", "ensure_ops", "register_fake_op"]
 
 
 def ensure_ops() -> None:
@@ -30,10 +32,7 @@ def _compiling() -> bool:
 
 
 def check_intervals(fn: str, name: str, t: torch.Tensor) -> None:
-    """Data checks of a [..., 2] tensor of intervals: no NaN and no start > end.
-
-    Two host synchronizations on CUDA; skipped while torch.compile traces (no data there).
-    """
+    """Exact data checks of a [..., 2] tensor of intervals: no NaN and no start > end."""
     if _compiling() or t.numel() == 0:
         return
     check_no_nan(fn, name, t)
@@ -45,13 +44,44 @@ def check_intervals(fn: str, name: str, t: torch.Tensor) -> None:
 
 
 def check_no_nan(fn: str, name: str, t: torch.Tensor) -> None:
-    """``t`` holds no NaN (infinities are allowed: they still order); skipped under tracing."""
+    """Exact check that ``t`` holds no NaN (infinities are allowed: they still order)."""
     if _compiling() or t.numel() == 0:
         return
-    # A NaN anywhere makes the sum NaN; the sum is ten times cheaper than isnan().any() and only
-    # a NaN sum (NaN, or +inf and -inf together) needs the exact count.
-    if bool(torch.isnan(t.sum())) and bool(torch.isnan(t).any()):
+    if bool(torch.isnan(t).any()):
         raise ValueError(f"{fn}: {name} should hold no NaN, got {int(torch.isnan(t).sum())} NaN values")
+
+
+def check_data(fn: str, intervals: Sequence[Tuple[str, torch.Tensor]] = (),
+               no_nan: Sequence[Tuple[str, torch.Tensor]] = (),
+               extra: Sequence[Tuple[torch.Tensor, Callable[[], str]]] = ()) -> None:
+    """Value checks of an entry point with a single host synchronization when they pass.
+
+    ``intervals``: (name, [..., 2] tensor) pairs, no NaN and start <= end; ``no_nan``: (name,
+    tensor) pairs; ``extra``: (0-d bool "bad" flag, message) pairs. Every flag is reduced on the
+    tensors' device and read once; only when one is raised do the exact checks run to name the
+    culprit. A NaN makes a sum NaN, and a sum is far cheaper than ``isnan().any()``; a NaN sum
+    without a NaN (+inf and -inf together) passes the exact check. Skipped while torch.compile
+    traces (there is no data then).
+    """
+    if _compiling():
+        return
+    flags = []
+    for _, t in (*intervals, *no_nan):
+        if t.numel():
+            flags.append(torch.isnan(t.sum()).reshape(1))
+    for _, t in intervals:
+        if t.numel():
+            flags.append((t[..., 0] > t[..., 1]).any().reshape(1))
+    flags += [flag.reshape(1) for flag, _ in extra]
+    if not flags or not bool(torch.cat(flags).any()):
+        return
+    for name, t in intervals:
+        check_intervals(fn, name, t)
+    for name, t in no_nan:
+        check_no_nan(fn, name, t)
+    for flag, message in extra:
+        if bool(flag):
+            raise ValueError(f"{fn}: {message()}")
 
 
 def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
@@ -78,8 +108,7 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
                          f"and {gt.shape[0]}")
     tau = check_fraction(fn, "tau", tau)
     check_same_device(fn, candidates=candidates, gt=gt)
-    check_intervals(fn, "candidates", candidates)
-    check_intervals(fn, "gt", gt)
+    check_data(fn, intervals=(("candidates", candidates), ("gt", gt)))
     dtype = torch.promote_types(candidates.dtype, gt.dtype)
     B, N = gt.shape[0], candidates.shape[-2]
     if B * N == 0:

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 
 from .._validation import check_fraction, check_same_device, check_tensor
-from .iou_label import check_intervals, check_no_nan, ensure_ops, register_fake_op
+from .iou_label import check_data, ensure_ops, register_fake_op
 
 __all__ = ["temporal_nms", "check_top", "check_valid"]
 
@@ -52,8 +52,7 @@ def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     top_k = check_top(fn, "top_k", top_k)
     check_valid(fn, valid, B, N)
     check_same_device(fn, segments=segments, scores=scores, valid=valid)
-    check_no_nan(fn, "scores", scores)
-    check_intervals(fn, "segments", segments)
+    check_data(fn, intervals=(("segments", segments),), no_nan=(("scores", scores),))
     if B == 0:
         return torch.empty((0, top_k), dtype=torch.int64, device=segments.device)
     ensure_ops()
