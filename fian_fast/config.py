@@ -176,5 +176,5 @@ PRESETS: dict = {
     "synthetic": dict(video_dim=32, word_dim=50, num_frames=32, max_query_length=12,
                       hidden_size=64, num_heads=4, ffn_size=128, dropout=0.0,
                       window_sizes=(4, 8, 12, 16), stride_ratio=0.25, alpha=0.005,
-                      lr=1e-3, batch_size=32, epochs=20),
+                      lr=1e-3, batch_size=32, epochs=3),
 }
