@@ -1,9 +1,13 @@
-// window_score on CUDA: one launch scores the windows of every scale (forward); the backward is
-// three launches (features, weights, biases), each over all scales and free of atomics, so the
+// window_score on CUDA: one kernel scores the windows of every scale (forward); the backward is
+// three kernels (features, weights, biases), each over all scales and free of atomics, so the
 // gradients are deterministic.
 //
 // Window n of scale s covers frames [i·θ_s, i·θ_s + k_s) of a sample; with features [B, T, C]
-// contiguous those k_s·C values are one contiguous run, read once per window by one block.
+// contiguous those k_s·C values are one contiguous run. The weights of all scales are first
+// gathered tap-major, wt[o, Σk_<s + t, c] = w_s[o, c, t] (one small copy, [3, Σk, C]), so that a
+// warp reading 32 channels of one tap reads 32 adjacent values in the forward and in the
+// features gradient. A forward block scores one window for kSamples samples, reusing every
+// weight it loads kSamples times.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,6 +25,7 @@ namespace {
 
 constexpr int kMaxScales = 16;
 constexpr int kThreads = 128;
+constexpr int kSamples = 4;  // samples per forward block: each loaded weight is used this often
 
 template <typename T>
 struct ScaleTable {
@@ -42,69 +47,82 @@ __device__ __forceinline__ int scale_of_candidate(const ScaleTable<T>& tab, int6
   return s;
 }
 
-// Sum of three values over the block; the result is valid in thread 0.
-template <typename A>
-__device__ void block_sum3(A& a0, A& a1, A& a2) {
-  __shared__ A partial[3][32];
-  for (int d = 16; d > 0; d >>= 1) {
-    a0 += __shfl_down_sync(0xffffffffu, a0, d);
-    a1 += __shfl_down_sync(0xffffffffu, a1, d);
-    a2 += __shfl_down_sync(0xffffffffu, a2, d);
+// Sum of NV values over the block (blockDim.x a multiple of 32); the result is valid in thread 0.
+template <int NV, typename A>
+__device__ void block_sum(A (&v)[NV]) {
+  __shared__ A partial[NV][32];
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    for (int d = 16; d > 0; d >>= 1) v[j] += __shfl_down_sync(0xffffffffu, v[j], d);
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (lane == 0) {
-    partial[0][warp] = a0;
-    partial[1][warp] = a1;
-    partial[2][warp] = a2;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) partial[j][warp] = v[j];
   }
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < (int)(blockDim.x >> 5); ++w) {
-      a0 += partial[0][w];
-      a1 += partial[1][w];
-      a2 += partial[2][w];
+#pragma unroll
+      for (int j = 0; j < NV; ++j) v[j] += partial[j][w];
     }
   }
 }
 
-// grid (N, B): block (n, b) computes out[b, n, 0..2].
+// grid (N, ceil(B / kSamples)): block (n, g) computes out[b, n, 0..2] for the samples
+// b = g·kSamples .. g·kSamples + kSamples - 1.
 template <typename T>
-__global__ void window_score_fwd_kernel(const T* __restrict__ x, ScaleTable<T> tab, int64_t frames, int64_t C,
-                                        int64_t total, T* __restrict__ out) {
+__global__ void window_score_fwd_kernel(const T* __restrict__ x, const T* __restrict__ wt, ScaleTable<T> tab,
+                                        int64_t B, int64_t frames, int64_t C, int64_t taps, int64_t total,
+                                        T* __restrict__ out) {
   using acc_t = at::opmath_type<T>;
-  const int64_t n = blockIdx.x, b = blockIdx.y;
+  const int64_t n = blockIdx.x, b0 = (int64_t)blockIdx.y * kSamples;
+  const int64_t left = B - b0;
+  const int nb = left < kSamples ? static_cast<int>(left) : kSamples;
   const int s = scale_of_candidate(tab, n);
   const int64_t k = tab.size[s];
   const int64_t start = (n - tab.offset[s]) * tab.stride[s];
-  const T* xw = x + (b * frames + start) * C;
-  const T* w = tab.weight[s];
-  acc_t a0 = 0, a1 = 0, a2 = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const T* w0 = w + c * k;
-    const T* w1 = w + (C + c) * k;
-    const T* w2 = w + (2 * C + c) * k;
-    for (int64_t t = 0; t < k; ++t) {
-      const acc_t v = static_cast<acc_t>(xw[t * C + c]);
-      a0 += v * static_cast<acc_t>(w0[t]);
-      a1 += v * static_cast<acc_t>(w1[t]);
-      a2 += v * static_cast<acc_t>(w2[t]);
+  acc_t acc[3 * kSamples];
+#pragma unroll
+  for (int j = 0; j < 3 * kSamples; ++j) acc[j] = 0;
+  for (int64_t t = 0; t < k; ++t) {
+    const T* w0 = wt + (tab.kprefix[s] + t) * C;
+    const T* w1 = w0 + taps * C;
+    const T* w2 = w1 + taps * C;
+    const T* xt = x + (b0 * frames + start + t) * C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      const acc_t u0 = static_cast<acc_t>(w0[c]), u1 = static_cast<acc_t>(w1[c]), u2 = static_cast<acc_t>(w2[c]);
+#pragma unroll
+      for (int bb = 0; bb < kSamples; ++bb) {
+        if (bb < nb) {
+          const acc_t v = static_cast<acc_t>(xt[bb * frames * C + c]);
+          acc[3 * bb] += v * u0;
+          acc[3 * bb + 1] += v * u1;
+          acc[3 * bb + 2] += v * u2;
+        }
+      }
     }
   }
-  block_sum3(a0, a1, a2);
+  block_sum<3 * kSamples>(acc);
   if (threadIdx.x == 0) {
     const T* bias = tab.bias[s];
-    T* o = out + (b * total + n) * 3;
-    o[0] = static_cast<T>(a0 + static_cast<acc_t>(bias[0]));
-    o[1] = static_cast<T>(a1 + static_cast<acc_t>(bias[1]));
-    o[2] = static_cast<T>(a2 + static_cast<acc_t>(bias[2]));
+#pragma unroll
+    for (int bb = 0; bb < kSamples; ++bb) {
+      if (bb < nb) {  // constant indices keep acc in registers
+        T* o = out + ((b0 + bb) * total + n) * 3;
+#pragma unroll
+        for (int j = 0; j < 3; ++j) o[j] = static_cast<T>(acc[3 * bb + j] + static_cast<acc_t>(bias[j]));
+      }
+    }
   }
 }
 
 // One thread per element (b, f, c) of the features gradient: a gather over the windows of every
 // scale that cover frame f.
 template <typename T>
-__global__ void window_score_dx_kernel(const T* __restrict__ grad, ScaleTable<T> tab, int64_t B, int64_t frames,
-                                       int64_t C, int64_t total, T* __restrict__ dx) {
+__global__ void window_score_dx_kernel(const T* __restrict__ grad, const T* __restrict__ wt, ScaleTable<T> tab,
+                                       int64_t B, int64_t frames, int64_t C, int64_t taps, int64_t total,
+                                       T* __restrict__ dx) {
   using acc_t = at::opmath_type<T>;
   const int64_t numel = B * frames * C;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < numel;
@@ -117,13 +135,12 @@ __global__ void window_score_dx_kernel(const T* __restrict__ grad, ScaleTable<T>
       const int64_t k = tab.size[s], st = tab.stride[s];
       const int64_t lo = f >= k ? (f - k) / st + 1 : 0;
       const int64_t hi = min(tab.count[s] - 1, f / st);
-      const T* w = tab.weight[s];
       for (int64_t i = lo; i <= hi; ++i) {
-        const int64_t t = f - i * st;
+        const T* w0 = wt + (tab.kprefix[s] + f - i * st) * C + c;
         const T* g = grad + (b * total + tab.offset[s] + i) * 3;
-        acc += static_cast<acc_t>(g[0]) * static_cast<acc_t>(w[c * k + t]) +
-               static_cast<acc_t>(g[1]) * static_cast<acc_t>(w[(C + c) * k + t]) +
-               static_cast<acc_t>(g[2]) * static_cast<acc_t>(w[(2 * C + c) * k + t]);
+        acc += static_cast<acc_t>(g[0]) * static_cast<acc_t>(w0[0]) +
+               static_cast<acc_t>(g[1]) * static_cast<acc_t>(w0[taps * C]) +
+               static_cast<acc_t>(g[2]) * static_cast<acc_t>(w0[2 * taps * C]);
       }
     }
     dx[idx] = static_cast<T>(acc);
@@ -168,18 +185,18 @@ __global__ void window_score_db_kernel(const T* __restrict__ grad, ScaleTable<T>
   using acc_t = at::opmath_type<T>;
   const int s = blockIdx.x;
   const int64_t L = tab.count[s];
-  acc_t a0 = 0, a1 = 0, a2 = 0;
+  acc_t a[3] = {0, 0, 0};
   for (int64_t r = threadIdx.x; r < B * L; r += blockDim.x) {
     const T* g = grad + ((r / L) * total + tab.offset[s] + r % L) * 3;
-    a0 += static_cast<acc_t>(g[0]);
-    a1 += static_cast<acc_t>(g[1]);
-    a2 += static_cast<acc_t>(g[2]);
+    a[0] += static_cast<acc_t>(g[0]);
+    a[1] += static_cast<acc_t>(g[1]);
+    a[2] += static_cast<acc_t>(g[2]);
   }
-  block_sum3(a0, a1, a2);
+  block_sum<3>(a);
   if (threadIdx.x == 0) {
-    db[3 * s] = static_cast<T>(a0);
-    db[3 * s + 1] = static_cast<T>(a1);
-    db[3 * s + 2] = static_cast<T>(a2);
+    db[3 * s] = static_cast<T>(a[0]);
+    db[3 * s + 1] = static_cast<T>(a[1]);
+    db[3 * s + 2] = static_cast<T>(a[2]);
   }
 }
 
@@ -210,10 +227,18 @@ std::vector<at::Tensor> contiguous_all(at::TensorList ts, at::ScalarType dtype) 
   return out;
 }
 
+// All scales' weights tap-major, [3, Σk, C] contiguous (one copy kernel).
+at::Tensor tap_major(const std::vector<at::Tensor>& weights) {
+  std::vector<at::Tensor> views;
+  for (const auto& w : weights) views.push_back(w.permute({0, 2, 1}));
+  return at::cat(views, 1).contiguous();
+}
+
 void check_cuda(const at::Tensor& features, at::TensorList weights, size_t scales) {
   TORCH_CHECK(features.is_cuda(), "window_score (CUDA kernel): features should be on a CUDA device");
   TORCH_CHECK(scales <= kMaxScales, "window_score (CUDA kernel): at most ", kMaxScales, " scales, got ", scales);
-  TORCH_CHECK(features.size(0) <= 65535, "window_score (CUDA kernel): batch size above 65535: ", features.size(0));
+  TORCH_CHECK(features.size(0) <= 65535LL * kSamples, "window_score (CUDA kernel): batch size above ",
+              65535LL * kSamples, ": ", features.size(0));
 }
 
 at::Tensor window_score_cuda(const at::Tensor& features, at::TensorList weights, at::TensorList biases,
@@ -234,10 +259,13 @@ at::Tensor window_score_cuda(const at::Tensor& features, at::TensorList weights,
   const auto w = contiguous_all(weights, x.scalar_type());
   const auto bias = contiguous_all(biases, x.scalar_type());
   auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto wt = tap_major(w);
+  const int64_t taps = wt.size(1);
+  const int64_t groups = (B + kSamples - 1) / kSamples;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "window_score_cuda", [&] {
     const auto tab = make_table<scalar_t>(plan, w, bias, C);
-    window_score_fwd_kernel<scalar_t><<<dim3(N, B), kThreads, 0, stream>>>(x.data_ptr<scalar_t>(), tab, T, C, N,
-                                                                            out.data_ptr<scalar_t>());
+    window_score_fwd_kernel<scalar_t><<<dim3(N, groups), kThreads, 0, stream>>>(
+        x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -270,14 +298,15 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
     db_flat.zero_();
     return {dx, dw, db};
   }
+  const auto wt = tap_major(w);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "window_score_backward_cuda", [&] {
     const auto tab = make_table<scalar_t>(plan, w, {}, C);
     const int threads = 256;
     const int64_t numel = B * T * C;
     const int64_t dx_blocks = std::min<int64_t>((numel + threads - 1) / threads, 65535 * 8);
-    window_score_dx_kernel<scalar_t><<<dx_blocks, threads, 0, stream>>>(g.data_ptr<scalar_t>(), tab, B, T, C, N,
-                                                                         dx.data_ptr<scalar_t>());
+    window_score_dx_kernel<scalar_t><<<dx_blocks, threads, 0, stream>>>(
+        g.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, dx.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int64_t dw_blocks = (taps * C + threads - 1) / threads;
     window_score_dw_kernel<scalar_t><<<dw_blocks, threads, 0, stream>>>(
