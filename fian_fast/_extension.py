@@ -29,6 +29,8 @@ class ExtensionMissingError(RuntimeError):
 
 
 def _try_load() -> None:
+    if _state["tried"]:  # lock-free once settled: torch.compile traces through this
+        return
     with _lock:
         if _state["tried"]:
             return
@@ -74,19 +76,31 @@ def extension_error() -> Optional[str]:
 
 
 def load_ops():
-    """The loaded extension module; raises :class:`ExtensionMissingError` saying how to build it."""
+    """The loaded extension module; raises :class:`ExtensionMissingError` saying how to build it.
+
+    Under ``torch.compile`` tracing nothing is loaded (an op traced there was called eagerly or
+    resolved through ``torch.ops`` already)."""
+    if torch.compiler.is_compiling():
+        return _state["module"]
     _try_load()
     if _state["module"] is None:
         raise ExtensionMissingError(_state["error"])
     return _state["module"]
 
 
+def _op_exists(qualname: str) -> bool:
+    """The extension loaded and defines ``qualname`` ("fian_fast::<op>"); a stale build that
+    predates an op must not break ``import fian_fast`` (calling that op then fails clearly)."""
+    namespace, name = qualname.split("::")
+    return has_ops() and hasattr(getattr(torch.ops, namespace), name)
+
+
 def register_fake(qualname: str):
     """``torch.library.register_fake`` for an op of ``fian_fast._C``, skipped (with the function
-    returned unchanged) when the extension is not built, so that importing never fails."""
+    returned unchanged) when the extension or the op is missing, so that importing never fails."""
 
     def decorator(fn):
-        if has_ops():
+        if _op_exists(qualname):
             torch.library.register_fake(qualname)(fn)
         return fn
 
@@ -95,5 +109,5 @@ def register_fake(qualname: str):
 
 def register_autograd(qualname: str, backward, setup_context=None) -> None:
     """``torch.library.register_autograd`` for an op of ``fian_fast._C`` when it is built."""
-    if has_ops():
+    if _op_exists(qualname):
         torch.library.register_autograd(qualname, backward, setup_context=setup_context)

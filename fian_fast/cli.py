@@ -267,8 +267,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    import torch
-
     from .train import load_model
     from .visualize import plot_moments
 

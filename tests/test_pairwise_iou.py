@@ -77,3 +77,16 @@ def test_opcheck():
 def test_cuda_matches_cpu(dtype):
     a, b = _intervals(4, 33, dtype), _intervals(4, 21, dtype)
     torch.testing.assert_close(pairwise_iou(a.cuda(), b.cuda()).cpu(), pairwise_iou(a, b), rtol=0, atol=1e-7)
+
+
+def test_pairwise_iou_compiles_fullgraph():
+    a = torch.tensor([[[0.0, 2.0], [1.0, 3.0]]])
+    b = torch.tensor([[[1.0, 2.0], [0.0, 0.5], [2.5, 9.0]]])
+    compiled = torch.compile(pairwise_iou, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(a, b), reference.pairwise_iou(a, b), rtol=0, atol=0)
+
+
+def test_pairwise_iou_rejects_nan():
+    a = torch.tensor([[[0.0, float("nan")]]])
+    with pytest.raises(ValueError, match="pairwise_iou: a should hold no NaN"):
+        pairwise_iou(a, torch.zeros(1, 1, 2))

@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from .._validation import check_fraction, check_same_device, check_tensor
-from .iou_label import check_data, ensure_ops, register_fake_op
+from .._extension import load_ops, register_fake
+from .._validation import check_data, check_fraction, check_same_device, check_tensor
 from .temporal_nms import check_top, check_valid
 
 __all__ = ["decode"]
@@ -60,12 +60,12 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         return (torch.zeros((0, top_n, 2), dtype=torch.float32, device=logits.device),
                 torch.zeros((0, top_n), dtype=torch.float32, device=logits.device),
                 torch.full((0, top_n), -1, dtype=torch.int64, device=logits.device))
-    ensure_ops()
+    load_ops()
     return torch.ops.fian_fast.decode(candidates.to(dt), logits.to(dt), offsets.to(dt), video_lengths.long(),
                                       durations.to(dt), iou_threshold, top_n, valid)
 
 
-@register_fake_op("decode")
+@register_fake("fian_fast::decode")
 def _decode_fake(candidates, logits, offsets, video_lengths, durations, iou_threshold, top_n, valid=None):
     B = logits.shape[0]
     return (logits.new_empty((B, top_n, 2), dtype=torch.float32), logits.new_empty((B, top_n), dtype=torch.float32),

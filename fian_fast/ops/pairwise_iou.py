@@ -2,7 +2,7 @@
 import torch
 
 from .._extension import load_ops, register_fake
-from .._validation import check_same_device, check_tensor
+from .._validation import check_data, check_same_device, check_tensor
 
 __all__ = ["pairwise_iou"]
 
@@ -22,6 +22,7 @@ def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype != b.dtype:
         raise ValueError(f"{fn}: a and b should have one dtype, got {a.dtype} and {b.dtype}")
     check_same_device(fn, a=a, b=b)
+    check_data(fn, no_nan=(("a", a), ("b", b)))
     load_ops()
     return torch.ops.fian_fast.pairwise_iou(a, b)
 

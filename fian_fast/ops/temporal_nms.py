@@ -5,8 +5,8 @@ from typing import Optional
 
 import torch
 
-from .._validation import check_fraction, check_same_device, check_tensor
-from .iou_label import check_data, ensure_ops, register_fake_op
+from .._extension import load_ops, register_fake
+from .._validation import check_data, check_fraction, check_same_device, check_tensor
 
 __all__ = ["temporal_nms", "check_top", "check_valid"]
 
@@ -55,10 +55,10 @@ def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     check_data(fn, intervals=(("segments", segments),), no_nan=(("scores", scores),))
     if B == 0:
         return torch.empty((0, top_k), dtype=torch.int64, device=segments.device)
-    ensure_ops()
+    load_ops()
     return torch.ops.fian_fast.temporal_nms(segments, scores, iou_threshold, top_k, valid)
 
 
-@register_fake_op("temporal_nms")
+@register_fake("fian_fast::temporal_nms")
 def _temporal_nms_fake(segments, scores, iou_threshold, top_k, valid=None):
     return segments.new_empty((segments.shape[0], top_k), dtype=torch.int64)

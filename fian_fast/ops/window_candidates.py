@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 
 from ..reference.window_candidates import check_windows
-from .iou_label import ensure_ops, register_fake_op
+from .._extension import load_ops, register_fake
 
 __all__ = ["window_candidates"]
 
@@ -26,11 +26,11 @@ def window_candidates(num_frames: int, window_sizes: Sequence[int], strides: Seq
         Tensor[N, 2], float32, CPU, frames.
     """
     num_frames, sizes, steps = check_windows("window_candidates", num_frames, window_sizes, strides)
-    ensure_ops()
+    load_ops()
     return torch.ops.fian_fast.window_candidates(num_frames, sizes, steps)
 
 
-@register_fake_op("window_candidates")
+@register_fake("fian_fast::window_candidates")
 def _window_candidates_fake(num_frames, window_sizes, strides):
     n = sum((num_frames - k) // s + 1 for k, s in zip(window_sizes, strides))
     return torch.empty((n, 2), dtype=torch.float32)

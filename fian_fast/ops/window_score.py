@@ -6,10 +6,9 @@ from typing import Sequence
 
 import torch
 
-from .._extension import has_ops, register_autograd
+from .._extension import load_ops, register_autograd, register_fake
 from .._validation import check_tensor
 from ..reference.window_candidates import check_windows
-from .iou_label import ensure_ops, register_fake_op
 
 __all__ = ["window_score"]
 
@@ -49,20 +48,20 @@ def window_score(features: torch.Tensor, weights: Sequence[torch.Tensor], biases
         if w.device != features.device or b.device != features.device:
             raise ValueError(f"{fn}: weights[{s}] and biases[{s}] should be on {features.device}, got "
                              f"{w.device} and {b.device}")
-    ensure_ops()
+    load_ops()
     weights = [w.to(features.dtype) for w in weights]
     biases = [b.to(features.dtype) for b in biases]
     return torch.ops.fian_fast.window_score(features, weights, biases, sizes, steps)
 
 
-@register_fake_op("window_score")
+@register_fake("fian_fast::window_score")
 def _window_score_fake(features, weights, biases, window_sizes, strides):
     T = features.shape[1]
     n = sum((T - k) // s + 1 for k, s in zip(window_sizes, strides))
     return features.new_empty((features.shape[0], n, 3))
 
 
-@register_fake_op("window_score_backward")
+@register_fake("fian_fast::window_score_backward")
 def _window_score_backward_fake(grad, features, weights, window_sizes, strides):
     return (features.new_empty(features.shape), [w.new_empty(w.shape) for w in weights],
             [features.new_empty((3,)) for _ in weights])
@@ -80,5 +79,4 @@ def _backward(ctx, grad):
     return dx, list(dw), list(db), None, None
 
 
-if has_ops() and hasattr(torch.ops.fian_fast, "window_score"):
-    register_autograd("fian_fast::window_score", _backward, setup_context=_setup_context)
+register_autograd("fian_fast::window_score", _backward, setup_context=_setup_context)
