@@ -244,3 +244,21 @@ def test_cuda_torch_compile_matches_eager():
     eager = _call(cga, t, ql, kl, 8)
     compiled = torch.compile(lambda *a: _call(cga, list(a), ql, kl, 8))(*t)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ("pass", "ieee"),
+    ("torch.set_float32_matmul_precision('high')", "tf32"),
+    ("torch.backends.cuda.matmul.fp32_precision = 'tf32'", "tf32"),
+    ("torch.backends.fp32_precision = 'tf32'", "tf32"),
+    ("torch.backends.cuda.matmul.fp32_precision = 'ieee'", "ieee"),
+])
+def test_default_precision_follows_either_float32_matmul_api(setting, expected):
+    """The float32 dot precision follows cuBLAS's setting whether it was made through the legacy
+    API or the per-backend one (whose use makes torch.get_float32_matmul_precision raise)."""
+    code = ("import torch\n"
+            "from fian_fast.ops.cga import _default_precision\n"
+            f"{setting}\n"
+            "print(_default_precision(torch.float32), _default_precision(torch.bfloat16))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True)
+    assert out.stdout.split() == [expected, "tf32"]

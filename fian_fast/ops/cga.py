@@ -20,9 +20,10 @@ Exact algebraic fusions of the Triton path (each is an identity, not an approxim
 Rows ``>= query_lengths[b]`` of the output are zero; a sample with ``key_lengths[b] == 0`` gets
 CMA = 0 (the gate still sees its query), never NaN.
 
-Float32 dots follow torch's own float32 matmul setting (:func:`torch.get_float32_matmul_precision`):
-``"highest"`` (the default) runs them in IEEE float32, otherwise as TF32, so the Triton dots and
-the cuBLAS projections of one call share a precision.
+Float32 dots follow torch's own float32 matmul setting (``torch.backends.cuda.matmul.fp32_precision``
+when set, else :func:`torch.get_float32_matmul_precision`): ``"ieee"``/``"highest"`` (the default)
+runs them in IEEE float32, otherwise as TF32, so the Triton dots and the cuBLAS projections of one
+call share a precision.
 """
 from __future__ import annotations
 
@@ -169,6 +170,10 @@ def _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate,
 def _default_precision(dtype: torch.dtype) -> str:
     if dtype != torch.float32:
         return "tf32"  # unused for half types
+    # the per-backend setting (torch >= 2.9) first: once it has been written, the legacy getter raises
+    cublas = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
+    if cublas != "none":
+        return "ieee" if cublas == "ieee" else "tf32"
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
