@@ -90,13 +90,16 @@ __device__ int greedy(Shared<T> sh, int n, int n_valid, T threshold, int top_k, 
     // Uniform across the block: the bitmask only changes between the two barriers below.
     if ((sh.removed[pos >> 5] >> (pos & 31)) & 1u) continue;
     const int i = sh.idx[pos];
+    // Only a NaN key (not a strict order) can leave a padding slot among the first n_valid;
+    // skipping it keeps the reads in bounds. Uniform: every thread reads the same idx.
+    if (i >= n) continue;
     if (threadIdx.x == 0) out[kept] = i;
     ++kept;
     if (kept == top_k) break;
     const T s = sh.seg[2 * i], e = sh.seg[2 * i + 1];
     for (int q = pos + 1 + threadIdx.x; q < n_valid; q += blockDim.x) {
       const int j = sh.idx[q];
-      if (interval::iou<T>(s, e, sh.seg[2 * j], sh.seg[2 * j + 1]) > threshold) {
+      if (j < n && interval::iou<T>(s, e, sh.seg[2 * j], sh.seg[2 * j + 1]) > threshold) {
         atomicOr(&sh.removed[q >> 5], 1u << (q & 31));
       }
     }
