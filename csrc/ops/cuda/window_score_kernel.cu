@@ -279,6 +279,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
   const int64_t B = features.size(0), T = features.size(1), C = features.size(2), N = window_total(plan);
   TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(1) == N && grad.size(2) == 3,
               "window_score_backward: grad should be [", B, ", ", N, ", 3], got ", grad.sizes());
+  TORCH_CHECK(grad.device() == features.device(), "window_score_backward: grad should be on ", features.device(),
+              ", got ", grad.device());
   c10::cuda::CUDAGuard guard(features.device());
   const auto x = features.contiguous();
   const auto g = grad.to(x.scalar_type()).contiguous();
@@ -304,14 +306,19 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
     const auto tab = make_table<scalar_t>(plan, w, {}, C);
     const int threads = 256;
     const int64_t numel = B * T * C;
+    // No channels (C = 0) leaves dx and dW empty: a launch of zero blocks would be an error.
     const int64_t dx_blocks = std::min<int64_t>((numel + threads - 1) / threads, 65535 * 8);
-    window_score_dx_kernel<scalar_t><<<dx_blocks, threads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, dx.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (dx_blocks > 0) {
+      window_score_dx_kernel<scalar_t><<<dx_blocks, threads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, dx.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     const int64_t dw_blocks = (taps * C + threads - 1) / threads;
-    window_score_dw_kernel<scalar_t><<<dw_blocks, threads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), tab, B, T, C, N, taps, dw_flat.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (dw_blocks > 0) {
+      window_score_dw_kernel<scalar_t><<<dw_blocks, threads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), tab, B, T, C, N, taps, dw_flat.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     window_score_db_kernel<scalar_t><<<static_cast<unsigned>(plan.size()), threads, 0, stream>>>(
         g.data_ptr<scalar_t>(), tab, B, N, db_flat.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
