@@ -262,3 +262,12 @@ def test_default_precision_follows_either_float32_matmul_api(setting, expected):
             "print(_default_precision(torch.float32), _default_precision(torch.bfloat16))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True)
     assert out.stdout.split() == [expected, "tf32"]
+
+
+@pytest.mark.cuda
+def test_cuda_float64_under_autocast_takes_the_reference():
+    t, ql, kl = _make(2, 5, 9, 64, dtype=torch.float64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = _call(cga, t, ql, kl, 4)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _call(cga_reference, t, ql, kl, 4), atol=1e-12, rtol=1e-12)

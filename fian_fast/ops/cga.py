@@ -252,7 +252,9 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
     on_cuda = isinstance(query, Tensor) and query.device.type == "cuda"
     if on_cuda and torch.is_autocast_enabled("cuda"):
         dtype = torch.get_autocast_dtype("cuda")
-        args = [a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
+        # autocast's own rule: float64 is never cast (float64 inputs then take the reference)
+        args = [a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64 else a
+                for a in args]
         with torch.autocast("cuda", enabled=False):
             return cga(*args)
     _validate(fn, args[0], args[1], args[2], args[3], weights, b_gate, b_info, num_heads, w_info_q, w_info_v)
