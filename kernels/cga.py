@@ -40,7 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "attention_config"]
+__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "attention_config",
+           "MAX_HEAD_DIM"]
 
 _LOG2E = 1.4426950408889634
 
@@ -329,6 +330,7 @@ _TILES = {
     "ieee": (32, 64, 64),
 }
 _WARPS = 8
+MAX_HEAD_DIM = 256  # BLOCK_D holds a whole head: wider heads are not supported
 
 
 def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int, head_dim: int,
@@ -339,6 +341,8 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
     BLOCK_D, DOT_PRECISION, num_warps (and WRITE_DQ for "bwd"); "dq" is None when one key block
     holds every key (dQ written by the dK/dV program).
     """
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"attention_config: head_dim should be at most {MAX_HEAD_DIM} (the widest tile), got {head_dim}")
     prec = _precision(dtype, input_precision)
     kind = "half" if dtype in (torch.float16, torch.bfloat16) else prec
     max_m, max_n, fused_keys = _TILES[kind]

@@ -370,3 +370,17 @@ def test_kernels_build_for_sm90_within_shared_memory():
         assert r["shared"] <= 232448, f"{r} needs more shared memory than an sm_90 block has"
         spill_ok = r["kernel"] == "_cga_attn_bwd_kernel" and r["dtype"] != "fp32" and r["cfg"]["BLOCK_N"] >= 256
         assert r["stack"] == 0 or spill_ok, f"{r} spills registers"
+
+
+def test_heads_wider_than_the_widest_tile_are_refused():
+    """BLOCK_D holds a whole head (at most 256 features): a wider head would be cut, so the
+    kernels and cga_triton refuse it (fian_fast.ops.cga runs the reference instead)."""
+    assert kernels.attention_config(torch.bfloat16, "tf32", 20, 200, 256)["fwd"]["BLOCK_D"] == 256
+    with pytest.raises(ValueError, match="head_dim"):
+        kernels.attention_config(torch.bfloat16, "tf32", 20, 200, 320)
+    d = 512
+    w = [torch.eye(d, device=DEVICE) for _ in range(6)]
+    b = [torch.zeros(d, device=DEVICE) for _ in range(2)]
+    ql, kl = torch.tensor([2], device=DEVICE), torch.tensor([3], device=DEVICE)
+    with pytest.raises(ValueError, match="num_heads"):
+        cga_triton(torch.randn(1, 2, d, device=DEVICE), torch.randn(1, 3, d, device=DEVICE), ql, kl, *w, *b, 1)

@@ -1,9 +1,9 @@
 """``fian_fast.ops.cga``: cross-modal guided attention (paper section 3.3.1, eq. 4-6).
 
 Same signature and function as :func:`fian_fast.reference.cga.cga`. On CUDA (float32, float16,
-bfloat16) it runs the fused Triton path :func:`cga_triton`; on the CPU, and for float64 anywhere,
-it runs the reference. :func:`cga_triton` runs the Triton path on any device (on the CPU under
-``TRITON_INTERPRET=1``, which the tests use).
+bfloat16, heads of at most 256 features) it runs the fused Triton path :func:`cga_triton`; on the
+CPU, for float64 anywhere and for wider heads, it runs the reference. :func:`cga_triton` runs the
+Triton path on any device (on the CPU under ``TRITON_INTERPRET=1``, which the tests use).
 
 Exact algebraic fusions of the Triton path (each is an identity, not an approximation):
 
@@ -38,6 +38,7 @@ from ..reference.cga import cga as _cga_reference
 __all__ = ["cga", "cga_triton"]
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_HEAD_DIM = 256  # kernels/cga.py MAX_HEAD_DIM (not imported here: that module imports triton)
 
 
 def _kernels():
@@ -217,6 +218,9 @@ def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
               w_info_v)
     if query.dtype not in _TRITON_DTYPES:
         raise ValueError(f"{fn}: query should be float32, float16 or bfloat16, got {query.dtype}")
+    if query.shape[2] // num_heads > _MAX_HEAD_DIM:
+        raise ValueError(f"{fn}: num_heads should leave heads of at most {_MAX_HEAD_DIM} features, got "
+                         f"num_heads = {num_heads} for d = {query.shape[2]}")
     if input_precision is None:
         input_precision = _default_precision(query.dtype)
     if input_precision not in ("ieee", "tf32", "tf32x3"):
@@ -258,6 +262,6 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
         with torch.autocast("cuda", enabled=False):
             return cga(*args)
     _validate(fn, args[0], args[1], args[2], args[3], weights, b_gate, b_info, num_heads, w_info_q, w_info_v)
-    if on_cuda and query.dtype in _TRITON_DTYPES:
+    if on_cuda and query.dtype in _TRITON_DTYPES and query.shape[2] // num_heads <= _MAX_HEAD_DIM:
         return _cga_fused(*args, _default_precision(query.dtype))
     return _cga_reference(*args)
