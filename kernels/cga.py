@@ -454,7 +454,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
         x: Tensor[B, Lq, d] gate pre-activation W_q^g Q + W_v^g CMA(Q, V) (any strides); with
             ``info`` None it is also the information branch (the paper's shared W^i = W^g).
         info: Tensor[B, Lq, d] W_q^i Q + W_v^i CMA(Q, V), or None.
-        b_gate, b_info: Tensor[d] biases b^g, b^i.
+        b_gate, b_info: Tensor[d] biases b^g, b^i (any stride).
         query_lengths: int Tensor[B] in [0, Lq].
     Returns:
         Tensor[B, Lq, d] contiguous, dtype of ``x``: sigmoid(x + b_g) * (info + b_i), computed in
@@ -466,6 +466,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
         return out
     separate = info is not None
     i_t = info if separate else x
+    b_gate, b_info = b_gate.contiguous(), b_info.contiguous()  # the kernel reads biases with unit stride
     grid = (triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D), B)
     _launch(_cga_gate_fwd_kernel)[grid](
         x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
@@ -492,6 +493,7 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
     dbi_part = torch.empty_like(dbg_part)
     if dx.numel():
         i_t = info if separate else x
+        b_gate, b_info = b_gate.contiguous(), b_info.contiguous()
         grid = (n_m, triton.cdiv(D, _GATE_BLOCK_D), B)
         _launch(_cga_gate_bwd_kernel)[grid](
             grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,

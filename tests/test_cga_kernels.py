@@ -384,3 +384,22 @@ def test_heads_wider_than_the_widest_tile_are_refused():
     ql, kl = torch.tensor([2], device=DEVICE), torch.tensor([3], device=DEVICE)
     with pytest.raises(ValueError, match="num_heads"):
         cga_triton(torch.randn(1, 2, d, device=DEVICE), torch.randn(1, 3, d, device=DEVICE), ql, kl, *w, *b, 1)
+
+
+def test_strided_biases():
+    """Biases given as strided views (every other element of a buffer) are read by stride, in
+    the forward and the backward."""
+    tensors, ql, kl = _inputs(2, 7, 13, [7, 4], [13, 6], separate=True)
+    grad = torch.randn(2, 7, D, dtype=torch.float64)
+    ref, ref_grads = _run_reference(tensors, ql, kl, grad)
+    params = [t.float().to(DEVICE) for t in tensors[2:]]
+    buffers = [torch.stack([params[j], torch.full_like(params[j], 1e3)], 1).requires_grad_() for j in (6, 7)]
+    params[6], params[7] = buffers[0][:, 0], buffers[1][:, 0]
+    assert not params[6].is_contiguous() and not params[7].is_contiguous()
+    out = _call(cga_triton, tensors[0].float().to(DEVICE), tensors[1].float().to(DEVICE), ql.to(DEVICE), kl.to(DEVICE),
+                params, input_precision="ieee")
+    out.backward(grad.float().to(DEVICE))
+    _close(out.cpu(), ref.detach(), "output")
+    for name, buf, gr in zip(("b_gate", "b_info"), buffers, ref_grads[8:10]):
+        _close(buf.grad[:, 0].cpu(), gr, f"d{name}")
+        assert torch.count_nonzero(buf.grad[:, 1]) == 0
