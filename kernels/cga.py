@@ -54,8 +54,9 @@ def _cga_attn_fwd_kernel(
     Lq, H, HEAD_DIM, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # (b, h) on grid axis x: axes y and z stop at 65535 programs
+    pid_bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
@@ -112,8 +113,8 @@ def _cga_attn_bwd_kernel(
 ):
     """dK, dV of one key block (and dQ when WRITE_DQ: the block holds every key). dq/dk/dv are
     contiguous [B, L, H*HEAD_DIM]."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0)
+    pid_n = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
@@ -176,8 +177,8 @@ def _cga_attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """dQ of one query block when the keys span several blocks (second, deterministic pass)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)  # batch offsets in int64: no overflow past 2**31 elements
     h = pid_bh % H
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
@@ -232,9 +233,9 @@ def _cga_gate_fwd_kernel(
 ):
     """out[b, l] = sigmoid(x + b_g) * (x + b_i) (or (i + b_i) when SEPARATE), 0 for l >= q_len.
     out is contiguous [B, Lq, D]."""
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
+    b = tl.program_id(0).to(tl.int64)  # the batch on grid axis x: axes y and z stop at 65535 programs
+    pid_m = tl.program_id(1)
+    pid_d = tl.program_id(2)
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -265,9 +266,9 @@ def _cga_gate_bwd_kernel(
     """Gradients of the gate. dx (and di when SEPARATE) are contiguous [B, Lq, D]; the bias
     gradients are written as per-program column sums [B * cdiv(Lq, BLOCK_M), D] that the caller
     reduces in a fixed order (deterministic, no atomics). Shared: dx = d_gate + d_info."""
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
+    b = tl.program_id(0).to(tl.int64)  # the batch on grid axis x: axes y and z stop at 65535 programs
+    pid_m = tl.program_id(1)
+    pid_d = tl.program_id(2)
     q_len = tl.load(qlen_ptr + b).to(tl.int32)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -294,7 +295,7 @@ def _cga_gate_bwd_kernel(
         tl.store(di_ptr + st_off, d_info.to(di_ptr.dtype.element_ty), mask=st_mask)
     else:
         tl.store(dx_ptr + st_off, (d_gate + d_info).to(dx_ptr.dtype.element_ty), mask=st_mask)
-    part = (b * tl.num_programs(0) + pid_m) * D + offs_d
+    part = (b * tl.num_programs(1) + pid_m) * D + offs_d
     tl.store(dbg_part_ptr + part, tl.sum(d_gate, axis=0), mask=d_ok)
     tl.store(dbi_part_ptr + part, tl.sum(d_info, axis=0), mask=d_ok)
 
@@ -396,7 +397,7 @@ def cga_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_l
     if block_n:
         cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
-    grid = (triton.cdiv(Lq, cfg["BLOCK_M"]), B * num_heads)
+    grid = (B * num_heads, triton.cdiv(Lq, cfg["BLOCK_M"]))
     _launch(_cga_attn_fwd_kernel)[grid](
         q, k, v, o, lse, query_lengths, key_lengths,
         *_strides(q), *_strides(k), *_strides(v), *_strides(o),
@@ -433,11 +434,11 @@ def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         bwd["BLOCK_N"] = dq_cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(heads), *_strides(grad_heads))
-    _launch(_cga_attn_bwd_kernel)[(triton.cdiv(Lk, bwd["BLOCK_N"]), B * num_heads)](
+    _launch(_cga_attn_bwd_kernel)[(B * num_heads, triton.cdiv(Lk, bwd["BLOCK_N"]))](
         q, k, v, heads, grad_heads, lse, dq, dk, dv, query_lengths, key_lengths, *common,
         Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **bwd)
     if dq_cfg is not None:
-        _launch(_cga_attn_bwd_dq_kernel)[(triton.cdiv(Lq, dq_cfg["BLOCK_M"]), B * num_heads)](
+        _launch(_cga_attn_bwd_dq_kernel)[(B * num_heads, triton.cdiv(Lq, dq_cfg["BLOCK_M"]))](
             q, k, v, heads, grad_heads, lse, dq, query_lengths, key_lengths, *common,
             Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **dq_cfg)
     return dq, dk, dv
@@ -467,7 +468,7 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
     separate = info is not None
     i_t = info if separate else x
     b_gate, b_info = b_gate.contiguous(), b_info.contiguous()  # the kernel reads biases with unit stride
-    grid = (triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D), B)
+    grid = (B, triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D))
     _launch(_cga_gate_fwd_kernel)[grid](
         x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
         SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64, num_warps=4)
@@ -494,7 +495,7 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
     if dx.numel():
         i_t = info if separate else x
         b_gate, b_info = b_gate.contiguous(), b_info.contiguous()
-        grid = (n_m, triton.cdiv(D, _GATE_BLOCK_D), B)
+        grid = (B, n_m, triton.cdiv(D, _GATE_BLOCK_D))
         _launch(_cga_gate_bwd_kernel)[grid](
             grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
             *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,

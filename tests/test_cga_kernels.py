@@ -403,3 +403,30 @@ def test_strided_biases():
     for name, buf, gr in zip(("b_gate", "b_info"), buffers, ref_grads[8:10]):
         _close(buf.grad[:, 0].cpu(), gr, f"d{name}")
         assert torch.count_nonzero(buf.grad[:, 1]) == 0
+
+
+def test_grids_fit_cuda_limits_for_large_batches(monkeypatch):
+    """CUDA caps grid axes y and z at 65535 programs: B * H = 65536 (attention) and B = 65536
+    (gate) must still launch, so the batch goes on axis x. The launches are recorded, not run."""
+    grids = []
+
+    class Record:
+        def __init__(self, kernel):
+            pass
+
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(kernels, "_launch", Record)
+    B, L = 65536, 1
+    x = torch.zeros(B, L, D)
+    lengths = torch.ones(B, dtype=torch.int64)
+    heads, lse = kernels.cga_attention_fwd(x, x, x, lengths, lengths, 1)
+    kernels.cga_attention_bwd(x, x, x, x, heads, lse, lengths, lengths, 1)
+    kernels.cga_attention_bwd(x, x, x, x, heads, lse, lengths, lengths, 1, max_fused_keys=0)
+    kernels.cga_gate_fwd(x, None, x[0, 0], x[0, 0], lengths)
+    kernels.cga_gate_bwd(x, x, None, x[0, 0], x[0, 0], lengths)
+    assert len(grids) == 6
+    for grid in grids:
+        assert all(n <= 65535 for n in grid[1:]) and grid[0] < 2 ** 31, grid
