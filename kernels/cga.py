@@ -36,6 +36,8 @@ tile sizes per dtype come from :func:`attention_config`. Batch offsets are int64
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -306,6 +308,11 @@ def _launch(kernel):
     return torch.library.wrap_triton(kernel)
 
 
+def _on_device_of(t: torch.Tensor):
+    """Triton launches on the current CUDA device, not on the tensors' one: make them agree."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _block(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
 
@@ -398,10 +405,11 @@ def cga_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_l
         cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
     grid = (B * num_heads, triton.cdiv(Lq, cfg["BLOCK_M"]))
-    _launch(_cga_attn_fwd_kernel)[grid](
-        q, k, v, o, lse, query_lengths, key_lengths,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-        Lq, num_heads, head_dim, sm_scale * _LOG2E, **cfg)
+    with _on_device_of(q):
+        _launch(_cga_attn_fwd_kernel)[grid](
+            q, k, v, o, lse, query_lengths, key_lengths,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+            Lq, num_heads, head_dim, sm_scale * _LOG2E, **cfg)
     return o, lse
 
 
@@ -434,13 +442,14 @@ def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         bwd["BLOCK_N"] = dq_cfg["BLOCK_N"] = block_n
     sm_scale = head_dim ** -0.5
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(heads), *_strides(grad_heads))
-    _launch(_cga_attn_bwd_kernel)[(B * num_heads, triton.cdiv(Lk, bwd["BLOCK_N"]))](
-        q, k, v, heads, grad_heads, lse, dq, dk, dv, query_lengths, key_lengths, *common,
-        Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **bwd)
-    if dq_cfg is not None:
-        _launch(_cga_attn_bwd_dq_kernel)[(B * num_heads, triton.cdiv(Lq, dq_cfg["BLOCK_M"]))](
-            q, k, v, heads, grad_heads, lse, dq, query_lengths, key_lengths, *common,
-            Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **dq_cfg)
+    with _on_device_of(q):
+        _launch(_cga_attn_bwd_kernel)[(B * num_heads, triton.cdiv(Lk, bwd["BLOCK_N"]))](
+            q, k, v, heads, grad_heads, lse, dq, dk, dv, query_lengths, key_lengths, *common,
+            Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **bwd)
+        if dq_cfg is not None:
+            _launch(_cga_attn_bwd_dq_kernel)[(B * num_heads, triton.cdiv(Lq, dq_cfg["BLOCK_M"]))](
+                q, k, v, heads, grad_heads, lse, dq, query_lengths, key_lengths, *common,
+                Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **dq_cfg)
     return dq, dk, dv
 
 
@@ -469,9 +478,11 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
     i_t = info if separate else x
     b_gate, b_info = b_gate.contiguous(), b_info.contiguous()  # the kernel reads biases with unit stride
     grid = (B, triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D))
-    _launch(_cga_gate_fwd_kernel)[grid](
-        x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
-        SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64, num_warps=4)
+    with _on_device_of(x):
+        _launch(_cga_gate_fwd_kernel)[grid](
+            x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
+            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64,
+            num_warps=4)
     return out
 
 
@@ -496,8 +507,10 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
         i_t = info if separate else x
         b_gate, b_info = b_gate.contiguous(), b_info.contiguous()
         grid = (B, n_m, triton.cdiv(D, _GATE_BLOCK_D))
-        _launch(_cga_gate_bwd_kernel)[grid](
-            grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
-            *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,
-            SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64, num_warps=4)
+        with _on_device_of(x):
+            _launch(_cga_gate_bwd_kernel)[grid](
+                grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
+                *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,
+                SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64,
+                num_warps=4)
     return dx, di, dbg_part.sum(0).to(b_gate.dtype), dbi_part.sum(0).to(b_info.dtype)

@@ -277,3 +277,15 @@ def test_cuda_float64_under_autocast_takes_the_reference():
 def test_cuda_heads_wider_than_256_take_the_reference():
     t, ql, kl = _make(2, 5, 9, 512, device="cuda")
     torch.testing.assert_close(_call(cga, t, ql, kl, 1), _call(cga_reference, t, ql, kl, 1), atol=0, rtol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_tensors_on_a_device_that_is_not_current():
+    t, ql, kl = _make(2, 20, 200, 64, device="cuda:1")
+    with torch.cuda.device(0):
+        out, grads = _forward_backward(cga, t, ql, kl, 4, torch.ones(2, 20, 64, device="cuda:1"))
+    ref, ref_grads = _forward_backward(cga_reference, [x.double() for x in t], ql, kl, 4,
+                                       torch.ones(2, 20, 64, device="cuda:1"))
+    for name, a, r in zip(["output"] + NAMES, [out] + grads, [ref] + ref_grads):
+        assert _err(a, r) <= 1e-4 * max(r.abs().max().item(), 1.0), name
