@@ -12,7 +12,7 @@ are zero (never NaN). Lengths arrive as per-sample integer tensors, never as den
 softmax is online (one pass over key blocks, running max and sum in float32) and the forward
 stores the row log-sum-exp (base 2, of the scaled scores) for the backward.
 
-Backward: program (key block, b*H + h) owns its keys, loops over the query blocks of its
+Backward: program (b*H + h, key block) owns its keys, loops over the query blocks of its
 sample and accumulates dK and dV in registers; no atomics, so two runs are bitwise equal. When
 one key block holds all keys (``Lk <= max_fused_keys``: 256 for bf16/fp16 with a 64-wide head,
 which covers the paper's Lv = 200 and Lq <= 30) the same program, one per (b, h), also writes dQ
@@ -30,8 +30,8 @@ float16 or float32); probabilities and dS are cast to the input dtype before the
 FlashAttention. For float32 inputs ``input_precision`` picks exact float32 (``"ieee"``, FMA
 units), TF32 tensor cores (``"tf32"``) or 3xTF32 (``"tf32x3"``, near-float32 on tensor cores);
 it is a launcher argument (the interpreter tests use ``"ieee"``; ``fian_fast.ops.cga`` follows
-``torch.get_float32_matmul_precision()``). Half-precision operands ignore it. Every dot
-dimension is >= 16: the head dimension is padded to ``BLOCK_D = max(16, next_pow2(dk))``, and
+torch's float32 matmul setting). Half-precision operands ignore it. Every dot dimension is
+>= 16: the head dimension (at most 256) is padded to ``BLOCK_D = max(16, next_pow2(dk))``, and
 tile sizes per dtype come from :func:`attention_config`. Batch offsets are int64.
 """
 from __future__ import annotations
