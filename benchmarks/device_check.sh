@@ -86,7 +86,7 @@ for line in open(sys.argv[1], errors="replace"):
 if not rows:
     print("(no speedup lines found)")
 for name, device, ref, fast, ratio in rows:
-    print(f"{name:<48} ref {float(ref):9.3f} ms  fast {float(fast):9.3f} ms  x{ratio:>7}")
+    print(f"{name:<48} {device:<26} ref {float(ref):9.3f} ms  fast {float(fast):9.3f} ms  x{ratio:>7}")
 EOF
 echo "total $(( $(date +%s) - START )) s; logs in $LOG"
 [ "$INSTALL" = 0 ] && [ "$TESTS" = 0 ] && [ "$BENCH" = 0 ]
