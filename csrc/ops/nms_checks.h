@@ -1,4 +1,4 @@
-// Argument checks of temporal_nms and decode shared by the CPU and CUDA kernels. The Python
+// Argument checks of iou_label, temporal_nms and decode shared by the CPU and CUDA kernels. The Python
 // entry points already raise ValueError for these; the checks guard direct torch.ops calls.
 #pragma once
 
@@ -16,6 +16,17 @@ inline void check_valid_mask(const char* op, const std::optional<at::Tensor>& va
               valid->sizes());
   TORCH_CHECK(valid->device() == like.device(), op, ": valid should be on ", like.device(), ", got ",
               valid->device());
+}
+
+inline void check_iou_label_args(const at::Tensor& candidates, const at::Tensor& gt) {
+  TORCH_CHECK((candidates.dim() == 3 || candidates.dim() == 2) && candidates.size(-1) == 2,
+              "iou_label: candidates should be [B, N, 2] or [N, 2], got shape ", candidates.sizes());
+  TORCH_CHECK(gt.dim() == 2 && gt.size(1) == 2, "iou_label: gt should be [B, 2], got shape ", gt.sizes());
+  TORCH_CHECK(candidates.dim() == 2 || candidates.size(0) == gt.size(0),
+              "iou_label: candidates and gt should have one batch size, got ", candidates.size(0), " and ", gt.size(0));
+  TORCH_CHECK(candidates.scalar_type() == gt.scalar_type() && at::isFloatingType(gt.scalar_type()),
+              "iou_label: candidates and gt should share one floating dtype, got ", candidates.scalar_type(), " and ",
+              gt.scalar_type());
 }
 
 inline void check_nms_args(const at::Tensor& segments, const at::Tensor& scores, double threshold, int64_t top_k,

@@ -7,20 +7,14 @@
 #include <tuple>
 
 #include "ops/common/interval.h"
+#include "ops/nms_checks.h"
 
 namespace fian_fast {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> iou_label_cpu(const at::Tensor& candidates, const at::Tensor& gt,
                                                               double tau) {
-  TORCH_CHECK((candidates.dim() == 3 || candidates.dim() == 2) && candidates.size(-1) == 2,
-              "iou_label: candidates should be [B, N, 2] or [N, 2], got shape ", candidates.sizes());
-  TORCH_CHECK(gt.dim() == 2 && gt.size(1) == 2, "iou_label: gt should be [B, 2], got shape ", gt.sizes());
-  TORCH_CHECK(candidates.dim() == 2 || candidates.size(0) == gt.size(0),
-              "iou_label: candidates and gt should have one batch size, got ", candidates.size(0), " and ", gt.size(0));
-  TORCH_CHECK(candidates.scalar_type() == gt.scalar_type() && at::isFloatingType(gt.scalar_type()),
-              "iou_label: candidates and gt should share one floating dtype, got ", candidates.scalar_type(), " and ",
-              gt.scalar_type());
+  check_iou_label_args(candidates, gt);
   const int64_t B = gt.size(0), N = candidates.size(-2);
   const bool shared = candidates.dim() == 2;
   auto iou = at::empty({B, N}, gt.options());

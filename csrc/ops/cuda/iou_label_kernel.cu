@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "ops/common/interval.h"
+#include "ops/nms_checks.h"
 
 namespace fian_fast {
 namespace {
@@ -36,13 +37,7 @@ __global__ void iou_label_kernel(const scalar_t* __restrict__ candidates, const 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> iou_label_cuda(const at::Tensor& candidates, const at::Tensor& gt,
                                                                double tau) {
-  TORCH_CHECK((candidates.dim() == 3 || candidates.dim() == 2) && candidates.size(-1) == 2,
-              "iou_label: candidates should be [B, N, 2] or [N, 2], got shape ", candidates.sizes());
-  TORCH_CHECK(gt.dim() == 2 && gt.size(1) == 2, "iou_label: gt should be [B, 2], got shape ", gt.sizes());
-  TORCH_CHECK(candidates.dim() == 2 || candidates.size(0) == gt.size(0),
-              "iou_label: candidates and gt should have one batch size");
-  TORCH_CHECK(candidates.scalar_type() == gt.scalar_type() && at::isFloatingType(gt.scalar_type()),
-              "iou_label: candidates and gt should share one floating dtype");
+  check_iou_label_args(candidates, gt);
   TORCH_CHECK(candidates.is_cuda() && candidates.device() == gt.device(),
               "iou_label (CUDA kernel): candidates and gt should be on one CUDA device");
   c10::cuda::CUDAGuard guard(gt.device());
