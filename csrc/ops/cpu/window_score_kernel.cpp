@@ -84,7 +84,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
   for (size_t s = 0; s < plan.size(); ++s) {
     const int64_t L = plan[s].count;
     const auto gs = g.narrow(1, plan[s].offset, L);  // [B, L, 3]
-    db.push_back(gs.sum({0, 1}));
+    db.push_back(gs.sum(at::IntArrayRef{0, 1}));
     if (B == 0) {
       dw.push_back(at::zeros_like(weights[s]));
       continue;

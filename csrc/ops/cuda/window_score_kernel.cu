@@ -1,6 +1,5 @@
-// window_score on CUDA: one kernel scores the windows of every scale (forward); the backward is
-// three kernels (features, weights, biases), each over all scales and free of atomics, so the
-// gradients are deterministic.
+// window_score on CUDA: one kernel scores the windows of every scale (forward); the backward
+// is free of atomics, so its gradients are deterministic.
 //
 // Window n of scale s covers frames [i·θ_s, i·θ_s + k_s) of a sample; with features [B, T, C]
 // contiguous those k_s·C values are one contiguous run. The weights of all scales are first
@@ -8,42 +7,46 @@
 // warp reading 32 channels of one tap reads 32 adjacent values in the forward and in the
 // features gradient. A forward block scores one window for kSamples samples, reusing every
 // weight it loads kSamples times.
+//
+// Backward (loop bodies in ops/common/window_grad.h, run on the host by the C++ tests):
+// - dx: one thread per (frame, channel, group of kSamples samples), a gather over the windows of
+//   every scale that cover the frame; each weight loaded serves the kSamples samples.
+// - dW: the reduction over B·L_s windows is cut into `chunks` batch chunks (grid axis y), each
+//   block writing float partial sums [chunks, 3, Σk·C]; a second kernel adds the chunks in order.
+//   With one chunk the first kernel writes dW directly.
+// - db: one block per scale.
+// dW_s and db_s are separate allocations, one per scale, as the schema's fresh outputs require.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
+#include "ops/common/window_grad.h"
 #include "ops/window_plan.h"
 
 namespace fian_fast {
 namespace {
 
-constexpr int kMaxScales = 16;
+using window_grad::kMaxScales;
+using window_grad::Scales;
 constexpr int kThreads = 128;
-constexpr int kSamples = 4;  // samples per forward block: each loaded weight is used this often
+constexpr int kSamples = 4;       // samples per forward block / dx thread: each loaded weight is used this often
+constexpr int kGradThreads = 256;
+constexpr int kMaxChunks = 64;    // batch chunks of the weight-gradient reduction
 
 template <typename T>
-struct ScaleTable {
-  const T* weight[kMaxScales];  // [3, C, k_s], contiguous
-  const T* bias[kMaxScales];    // [3]
-  int64_t size[kMaxScales];
-  int64_t stride[kMaxScales];
-  int64_t count[kMaxScales];
-  int64_t offset[kMaxScales];   // first candidate of the scale
-  int64_t wbase[kMaxScales];    // first element of the scale in the flat weight gradient
-  int64_t kprefix[kMaxScales];  // Σ k of the scales before (for the weight-gradient threads)
-  int n;
-};
+using ScaleTable = window_grad::Table<T>;
 
-template <typename T>
-__device__ __forceinline__ int scale_of_candidate(const ScaleTable<T>& tab, int64_t n) {
+__device__ __forceinline__ int scale_of_candidate(const Scales& sc, int64_t n) {
   int s = 0;
-  while (s + 1 < tab.n && n >= tab.offset[s + 1]) ++s;
+  while (s + 1 < sc.n && n >= sc.offset[s + 1]) ++s;
   return s;
 }
 
@@ -76,17 +79,18 @@ __global__ void window_score_fwd_kernel(const T* __restrict__ x, const T* __rest
                                         int64_t B, int64_t frames, int64_t C, int64_t taps, int64_t total,
                                         T* __restrict__ out) {
   using acc_t = at::opmath_type<T>;
+  const Scales& sc = tab.geo;
   const int64_t n = blockIdx.x, b0 = (int64_t)blockIdx.y * kSamples;
   const int64_t left = B - b0;
   const int nb = left < kSamples ? static_cast<int>(left) : kSamples;
-  const int s = scale_of_candidate(tab, n);
-  const int64_t k = tab.size[s];
-  const int64_t start = (n - tab.offset[s]) * tab.stride[s];
+  const int s = scale_of_candidate(sc, n);
+  const int64_t k = sc.size[s];
+  const int64_t start = (n - sc.offset[s]) * sc.stride[s];
   acc_t acc[3 * kSamples];
 #pragma unroll
   for (int j = 0; j < 3 * kSamples; ++j) acc[j] = 0;
   for (int64_t t = 0; t < k; ++t) {
-    const T* w0 = wt + (tab.kprefix[s] + t) * C;
+    const T* w0 = wt + (sc.kprefix[s] + t) * C;
     const T* w1 = w0 + taps * C;
     const T* w2 = w1 + taps * C;
     const T* xt = x + (b0 * frames + start + t) * C;
@@ -117,108 +121,84 @@ __global__ void window_score_fwd_kernel(const T* __restrict__ x, const T* __rest
   }
 }
 
-// One thread per element (b, f, c) of the features gradient: a gather over the windows of every
-// scale that cover frame f.
+// Grid-stride over (sample group, frame, channel), channel fastest: weight reads and the dx
+// writes coalesce; the output gradient is read by every lane at one address (a broadcast).
 template <typename T>
-__global__ void window_score_dx_kernel(const T* __restrict__ grad, const T* __restrict__ wt, ScaleTable<T> tab,
-                                       int64_t B, int64_t frames, int64_t C, int64_t taps, int64_t total,
-                                       T* __restrict__ dx) {
-  using acc_t = at::opmath_type<T>;
-  const int64_t numel = B * frames * C;
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < numel;
+__global__ void window_score_dx_kernel(const T* __restrict__ grad, const T* __restrict__ wt, Scales sc, int64_t B,
+                                       int64_t frames, int64_t C, int64_t taps, int64_t total, T* __restrict__ dx) {
+  const int64_t work = window_grad::dx_threads(B, frames, C, kSamples);
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < work;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t c = idx % C;
-    const int64_t f = (idx / C) % frames;
-    const int64_t b = idx / (C * frames);
-    acc_t acc = 0;
-    for (int s = 0; s < tab.n; ++s) {
-      const int64_t k = tab.size[s], st = tab.stride[s];
-      const int64_t lo = f >= k ? (f - k) / st + 1 : 0;
-      const int64_t hi = min(tab.count[s] - 1, f / st);
-      for (int64_t i = lo; i <= hi; ++i) {
-        const T* w0 = wt + (tab.kprefix[s] + f - i * st) * C + c;
-        const T* g = grad + (b * total + tab.offset[s] + i) * 3;
-        acc += static_cast<acc_t>(g[0]) * static_cast<acc_t>(w0[0]) +
-               static_cast<acc_t>(g[1]) * static_cast<acc_t>(w0[taps * C]) +
-               static_cast<acc_t>(g[2]) * static_cast<acc_t>(w0[2 * taps * C]);
-      }
-    }
-    dx[idx] = static_cast<T>(acc);
+    window_grad::dx_thread<kSamples, T, at::opmath_type<T>>(idx, grad, wt, sc, B, frames, C, taps, total, dx);
   }
 }
 
-// One thread per (scale, tap t, channel c), channel fastest so that feature reads coalesce:
-// dW_s[o, c, t] = Σ_b Σ_i grad[b, i, o] · x[b, i·θ_s + t, c].
+// grid (ceil(Σk·C / threads), chunks): thread (tap, c) of block row j sums batch chunk j.
 template <typename T>
 __global__ void window_score_dw_kernel(const T* __restrict__ grad, const T* __restrict__ x, ScaleTable<T> tab,
                                        int64_t B, int64_t frames, int64_t C, int64_t total, int64_t taps,
-                                       T* __restrict__ dw) {
-  using acc_t = at::opmath_type<T>;
+                                       at::opmath_type<T>* __restrict__ partial) {
   const int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (q >= taps * C) return;
-  const int64_t tap = q / C, c = q % C;
-  int s = 0;
-  while (s + 1 < tab.n && tap >= tab.kprefix[s + 1]) ++s;
-  const int64_t t = tap - tab.kprefix[s];
-  const int64_t k = tab.size[s], st = tab.stride[s], L = tab.count[s];
-  acc_t a0 = 0, a1 = 0, a2 = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const T* xb = x + (b * frames + t) * C + c;
-    const T* gb = grad + (b * total + tab.offset[s]) * 3;
-    for (int64_t i = 0; i < L; ++i) {
-      const acc_t v = static_cast<acc_t>(xb[i * st * C]);
-      a0 += v * static_cast<acc_t>(gb[3 * i]);
-      a1 += v * static_cast<acc_t>(gb[3 * i + 1]);
-      a2 += v * static_cast<acc_t>(gb[3 * i + 2]);
-    }
-  }
-  T* out = dw + tab.wbase[s];
-  out[c * k + t] = static_cast<T>(a0);
-  out[(C + c) * k + t] = static_cast<T>(a1);
-  out[(2 * C + c) * k + t] = static_cast<T>(a2);
+  window_grad::dw_thread<T, at::opmath_type<T>>(q, blockIdx.y, gridDim.y, grad, x, tab, B, frames, C, total, taps,
+                                                partial);
 }
 
-// grid (scales): db[s, o] = Σ_b Σ_i grad[b, offset_s + i, o].
+// One thread per (tap, c): dW = the chunks' partial sums added in chunk order.
 template <typename T>
-__global__ void window_score_db_kernel(const T* __restrict__ grad, ScaleTable<T> tab, int64_t B, int64_t total,
-                                       T* __restrict__ db) {
+__global__ void window_score_dw_reduce_kernel(const at::opmath_type<T>* __restrict__ partial, ScaleTable<T> tab,
+                                              int64_t chunks, int64_t C, int64_t taps) {
+  const int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (q >= taps * C) return;
+  window_grad::dw_reduce_thread<T, at::opmath_type<T>>(q, partial, chunks, tab, C, taps);
+}
+
+// grid (scales): db_s[o] = Σ_b Σ_i grad[b, offset_s + i, o].
+template <typename T>
+__global__ void window_score_db_kernel(const T* __restrict__ grad, ScaleTable<T> tab, int64_t B, int64_t total) {
   using acc_t = at::opmath_type<T>;
   const int s = blockIdx.x;
-  const int64_t L = tab.count[s];
+  const int64_t L = tab.geo.count[s], off = tab.geo.offset[s];
   acc_t a[3] = {0, 0, 0};
   for (int64_t r = threadIdx.x; r < B * L; r += blockDim.x) {
-    const T* g = grad + ((r / L) * total + tab.offset[s] + r % L) * 3;
+    const T* g = grad + ((r / L) * total + off + r % L) * 3;
     a[0] += static_cast<acc_t>(g[0]);
     a[1] += static_cast<acc_t>(g[1]);
     a[2] += static_cast<acc_t>(g[2]);
   }
   block_sum<3>(a);
   if (threadIdx.x == 0) {
-    db[3 * s] = static_cast<T>(a[0]);
-    db[3 * s + 1] = static_cast<T>(a[1]);
-    db[3 * s + 2] = static_cast<T>(a[2]);
+    T* db = tab.grad_bias[s];
+    db[0] = static_cast<T>(a[0]);
+    db[1] = static_cast<T>(a[1]);
+    db[2] = static_cast<T>(a[2]);
   }
 }
 
-template <typename T>
-ScaleTable<T> make_table(const std::vector<WindowScale>& plan, const std::vector<at::Tensor>& weights,
-                         const std::vector<at::Tensor>& biases, int64_t C) {
-  ScaleTable<T> tab{};
-  tab.n = static_cast<int>(plan.size());
-  int64_t wbase = 0, kprefix = 0;
+Scales make_scales(const std::vector<WindowScale>& plan) {
+  Scales sc{};
+  sc.n = static_cast<int>(plan.size());
+  int64_t kprefix = 0;
   for (size_t s = 0; s < plan.size(); ++s) {
-    tab.weight[s] = weights[s].data_ptr<T>();
-    tab.bias[s] = biases.empty() ? nullptr : biases[s].data_ptr<T>();
-    tab.size[s] = plan[s].size;
-    tab.stride[s] = plan[s].stride;
-    tab.count[s] = plan[s].count;
-    tab.offset[s] = plan[s].offset;
-    tab.wbase[s] = wbase;
-    tab.kprefix[s] = kprefix;
-    wbase += 3 * C * plan[s].size;
+    sc.size[s] = plan[s].size;
+    sc.stride[s] = plan[s].stride;
+    sc.count[s] = plan[s].count;
+    sc.offset[s] = plan[s].offset;
+    sc.kprefix[s] = kprefix;
     kprefix += plan[s].size;
   }
-  return tab;
+  return sc;
+}
+
+// Batch chunks of the weight-gradient reduction: enough blocks for about two waves of the
+// device's multiprocessors, each chunk at least one sample, at most kMaxChunks.
+int64_t weight_grad_chunks(int64_t B, int64_t blocks_per_chunk, int device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t target = 2 * static_cast<int64_t>(sms) * (2048 / kGradThreads);
+  int64_t chunks = (target + blocks_per_chunk - 1) / std::max<int64_t>(blocks_per_chunk, 1);
+  chunks = std::min<int64_t>(chunks, std::min<int64_t>(B, kMaxChunks));
+  return std::max<int64_t>(chunks, 1);
 }
 
 std::vector<at::Tensor> contiguous_all(at::TensorList ts, at::ScalarType dtype) {
@@ -263,7 +243,9 @@ at::Tensor window_score_cuda(const at::Tensor& features, at::TensorList weights,
   const int64_t taps = wt.size(1);
   const int64_t groups = (B + kSamples - 1) / kSamples;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "window_score_cuda", [&] {
-    const auto tab = make_table<scalar_t>(plan, w, bias, C);
+    ScaleTable<scalar_t> tab{};
+    tab.geo = make_scales(plan);
+    for (size_t s = 0; s < plan.size(); ++s) tab.bias[s] = bias[s].data_ptr<scalar_t>();
     window_score_fwd_kernel<scalar_t><<<dim3(N, groups), kThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -288,39 +270,47 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_
   int64_t taps = 0;
   for (const auto& scale : plan) taps += scale.size;
   auto dx = at::empty_like(x);
-  auto dw_flat = at::empty({3 * C * taps}, x.options());
-  auto db_flat = at::empty({static_cast<int64_t>(3 * plan.size())}, x.options());
-  std::vector<at::Tensor> dw, db;
-  for (size_t s = 0, base = 0; s < plan.size(); base += 3 * C * plan[s].size, ++s) {
-    dw.push_back(dw_flat.narrow(0, base, 3 * C * plan[s].size).view({3, C, plan[s].size}));
-    db.push_back(db_flat.narrow(0, 3 * s, 3));
+  std::vector<at::Tensor> dw, db;  // one fresh allocation per scale
+  for (const auto& scale : plan) {
+    dw.push_back(B == 0 ? at::zeros({3, C, scale.size}, x.options()) : at::empty({3, C, scale.size}, x.options()));
+    db.push_back(B == 0 ? at::zeros({3}, x.options()) : at::empty({3}, x.options()));
   }
-  if (B == 0) {
-    dw_flat.zero_();
-    db_flat.zero_();
-    return {dx, dw, db};
-  }
+  if (B == 0) return {dx, dw, db};
   const auto wt = tap_major(w);
   auto stream = c10::cuda::getCurrentCUDAStream();
+  // No channels (C = 0) leaves dx and dW empty: a launch of zero blocks would be an error.
+  const int64_t dx_work = window_grad::dx_threads(B, T, C, kSamples);
+  const int64_t dx_blocks = std::min<int64_t>((dx_work + kGradThreads - 1) / kGradThreads, 65535LL * 8);
+  const int64_t dw_blocks = (taps * C + kGradThreads - 1) / kGradThreads;
+  const int64_t chunks = dw_blocks > 0 ? weight_grad_chunks(B, dw_blocks, features.get_device()) : 1;
+  // float partials of the chunked reduction (none with one chunk: the first kernel writes dW)
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  auto partial = at::empty({chunks > 1 ? chunks * 3 * taps * C : 0}, x.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "window_score_backward_cuda", [&] {
-    const auto tab = make_table<scalar_t>(plan, w, {}, C);
-    const int threads = 256;
-    const int64_t numel = B * T * C;
-    // No channels (C = 0) leaves dx and dW empty: a launch of zero blocks would be an error.
-    const int64_t dx_blocks = std::min<int64_t>((numel + threads - 1) / threads, 65535 * 8);
+    using acc_t = at::opmath_type<scalar_t>;
+    ScaleTable<scalar_t> tab{};
+    tab.geo = make_scales(plan);
+    for (size_t s = 0; s < plan.size(); ++s) {
+      tab.grad_weight[s] = dw[s].data_ptr<scalar_t>();
+      tab.grad_bias[s] = db[s].data_ptr<scalar_t>();
+    }
     if (dx_blocks > 0) {
-      window_score_dx_kernel<scalar_t><<<dx_blocks, threads, 0, stream>>>(
-          g.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab, B, T, C, taps, N, dx.data_ptr<scalar_t>());
+      window_score_dx_kernel<scalar_t><<<dx_blocks, kGradThreads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), tab.geo, B, T, C, taps, N, dx.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    const int64_t dw_blocks = (taps * C + threads - 1) / threads;
     if (dw_blocks > 0) {
-      window_score_dw_kernel<scalar_t><<<dw_blocks, threads, 0, stream>>>(
-          g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), tab, B, T, C, N, taps, dw_flat.data_ptr<scalar_t>());
+      acc_t* part = chunks > 1 ? partial.data_ptr<acc_t>() : nullptr;
+      window_score_dw_kernel<scalar_t><<<dim3(dw_blocks, chunks), kGradThreads, 0, stream>>>(
+          g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), tab, B, T, C, N, taps, part);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (chunks > 1) {
+        window_score_dw_reduce_kernel<scalar_t><<<dw_blocks, kGradThreads, 0, stream>>>(part, tab, chunks, C, taps);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     }
-    window_score_db_kernel<scalar_t><<<static_cast<unsigned>(plan.size()), threads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), tab, B, N, db_flat.data_ptr<scalar_t>());
+    window_score_db_kernel<scalar_t><<<static_cast<unsigned>(plan.size()), kGradThreads, 0, stream>>>(
+        g.data_ptr<scalar_t>(), tab, B, N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {dx, dw, db};
