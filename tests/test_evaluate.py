@@ -3,14 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from fian_fast.evaluate import (QueryRanking, THRESHOLDS, iou_frames_csmgan, iou_seconds, nms_2dtan, nms_csmgan,
-                                ranked_segments, score_queries)
+from fian_fast.evaluate import (MOMENT_DETR_AP_THRESHOLDS, PROTOCOLS, SUPPRESSING, QueryRanking, THRESHOLDS,
+                                average_precision_moment_detr, default_nms_threshold, iou_frames_csmgan, iou_seconds,
+                                nms_2dtan, nms_csmgan, nms_mmn, ranked_segments, score_queries)
 
 
-def q(segments, gt, length=20, duration=20.0, scores=None):
-    segs = np.asarray(segments, dtype=np.float64)
+def q(segments, gt, length=20, duration=20.0, scores=None, gt_windows=None):
+    segs = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     scores = np.linspace(0.9, 0.1, len(segs)) if scores is None else np.asarray(scores, dtype=np.float64)
-    return QueryRanking(segs, scores, np.arange(len(segs)), length, duration, tuple(gt))
+    windows = None if gt_windows is None else np.asarray(gt_windows, dtype=np.float64)
+    return QueryRanking(segs, scores, np.arange(len(segs)), length, duration, tuple(gt), windows)
 
 
 def test_iou_definitions():
@@ -78,8 +80,8 @@ def test_counts_and_percentages_over_queries():
     assert res.num_queries == 4 and res.hits[(1, 0.3)] == 2
     assert res.metrics == {"R1@0.3": 50.0, "mIoU": pytest.approx(100 * (1 + 0 + 1 / 3) / 4, abs=0.01)}
     assert res.to_json()["protocol"] == "2dtan" and "[2dtan] 4 queries" in res.summary()
-    with pytest.raises(ValueError, match="protocol should be one of"):
-        score_queries(queries, "mmn")
+    with pytest.raises(ValueError, match="score_queries: protocol should be one of"):
+        score_queries(queries, "vslnet")
 
 
 def test_dataset_thresholds():
@@ -110,3 +112,173 @@ def test_ranked_segments_from_the_model():
         np.testing.assert_array_equal(r.indices, full.indices[b, :k].numpy())
         np.testing.assert_allclose(r.segments, full.segments[b, :k].numpy(), atol=1e-5)
         np.testing.assert_allclose(r.scores, full.scores[b, :k].numpy(), atol=1e-6)
+
+
+# ------------------------------------------------------------------------ NMS thresholds
+def test_nms_threshold_defaults_and_checks():
+    assert PROTOCOLS == ("2dtan", "csmgan", "mmn", "moment_detr") and SUPPRESSING == ("2dtan", "mmn")
+    assert default_nms_threshold("2dtan") == 0.5 and default_nms_threshold("2dtan", "tacos") == 0.5
+    assert default_nms_threshold("mmn") == 0.5 and default_nms_threshold("mmn", "tacos") == 0.4
+    assert default_nms_threshold("csmgan") is None and default_nms_threshold("moment_detr") is None
+    with pytest.raises(ValueError, match="default_nms_threshold: protocol should be one of"):
+        default_nms_threshold("tall")
+    with pytest.raises(ValueError, match="score_queries: nms_threshold applies to the protocols"):
+        score_queries([], "csmgan", nms_threshold=0.4)
+    with pytest.raises(ValueError, match=r"score_queries: nms_threshold should be in \[0, 1\], got 1.5"):
+        score_queries([], "2dtan", nms_threshold=1.5)
+
+
+@pytest.mark.parametrize("protocol", SUPPRESSING)
+def test_nms_threshold_moves_the_suppression(protocol):
+    # IoU([0, 10], [4, 14]) = 6 / 14 = 0.43: kept at 0.5 (2D-TAN's conv configs), dropped at 0.4 (its TACoS-pool
+    # config, MMN's TACoS config); the second is the only window with IoU >= 0.7 against (4, 14)
+    queries = [q([[0, 10], [4, 14]], (4, 14))]
+    at_half = score_queries(queries, protocol, thresholds=(0.7,), nms_threshold=0.5)
+    at_04 = score_queries(queries, protocol, thresholds=(0.7,), nms_threshold=0.4)
+    assert at_half.hits[(5, 0.7)] == 1 and at_04.hits[(5, 0.7)] == 0
+    assert at_04.to_json()["nms_threshold"] == 0.4 and "(NMS 0.4)" in at_04.summary()
+    assert score_queries(queries, protocol, thresholds=(0.7,)).nms_threshold == 0.5
+
+
+def test_2dtan_nan_overlap_is_dropped():
+    # two zero-length windows at one point: overlap 0/0 = NaN fails "<= threshold" in 2D-TAN's NMS
+    assert nms_2dtan(np.array([[2, 2], [2, 2], [0, 10]], float), 0.5, 5) == [0, 2]
+
+
+# ----------------------------------------------------------------------------------- csmgan
+def test_csmgan_raises_an_end_below_its_start():
+    # (2.2, 2.8) s of a 20 s / 20-frame video -> frames [2.2, 1.8]: the end is raised to 2.2; gt (2, 3) s -> [2, 2].
+    # Raised: (min(2.2, 2) - 2.2 + 1) / (2.2 - 2 + 1) = 0.667, a hit at 0.65; left crossed it would be 0.6, a miss.
+    res = score_queries([q([[2.2, 2.8]], (2, 3))], "csmgan", thresholds=(0.65,))
+    assert res.hits[(1, 0.65)] == 1 and res.metrics["mIoU"] == pytest.approx(66.67, abs=0.01)
+
+
+def test_csmgan_no_candidate_and_nan_iou():
+    res = score_queries([q([], (2, 6)), q([[np.nan, np.nan]], (2, 6))], "csmgan", thresholds=(0.1,))
+    assert res.num_queries == 2 and res.hits == {(1, 0.1): 0, (5, 0.1): 0}
+    assert res.metrics["mIoU"] == 0.0                       # a NaN top-1 IoU counts 0, it does not turn the mean NaN
+
+
+# -------------------------------------------------------------------------------------- mmn
+def test_mmn_hit_is_inclusive():
+    # IoU exactly 0.5: a hit under MMN (>=), a miss under 2D-TAN (>)
+    assert score_queries([q([[2, 4]], (2, 6))], "mmn", thresholds=(0.5,)).hits[(1, 0.5)] == 1
+    assert score_queries([q([[2, 4]], (2, 6))], "2dtan", thresholds=(0.5,)).hits[(1, 0.5)] == 0
+
+
+def test_mmn_nan_overlap_never_suppresses():
+    # zero-length windows on one point overlap 0/0: MMN keeps all five, so the hit [0, 10] falls sixth;
+    # 2D-TAN's NMS drops them and keeps the hit second
+    segs = [[2, 2]] * 5 + [[0, 10]]
+    assert nms_mmn(np.array(segs, float), np.linspace(0.9, 0.4, 6), 0.5) == [0, 1, 2, 3, 4, 5]
+    assert score_queries([q(segs, (0, 10))], "mmn", thresholds=(0.5,)).hits[(5, 0.5)] == 0
+    assert score_queries([q(segs, (0, 10))], "2dtan", thresholds=(0.5,)).hits[(5, 0.5)] == 1
+
+
+def test_mmn_keeps_an_overlap_equal_to_the_threshold():
+    # IoU([0, 3], [1, 4]) = 0.5: kept at 0.5 (only > suppresses); [1, 4] is the hit at 0.7 against (1, 4)
+    assert nms_mmn(np.array([[0, 3], [1, 4]], float), np.array([0.9, 0.8]), 0.5) == [0, 1]
+    res = score_queries([q([[0, 3], [1, 4]], (1, 4))], "mmn", thresholds=(0.7,), nms_threshold=0.5)
+    assert res.hits == {(1, 0.7): 0, (5, 0.7): 1}
+
+
+def test_mmn_runs_one_nms_over_all_candidates():
+    # A suppresses B (IoU 6/14); B would suppress C (8/12) but a suppressed window suppresses nothing, and C
+    # overlaps A by 4/16 only: C is kept, and every kept window is returned (no stop after 5)
+    segs = np.array([[0, 10], [4, 14], [6, 16]], float)
+    assert nms_mmn(segs, np.array([0.9, 0.8, 0.7]), 0.4) == [0, 2]
+    many = np.array([[3 * i, 3 * i + 1] for i in range(7)], float)
+    assert nms_mmn(many, np.linspace(0.9, 0.3, 7), 0.5) == list(range(7))
+
+
+def test_mmn_ranks_by_score_ties_in_given_order():
+    # given worst-first: MMN sorts by score, so [0, 10] is its top-1 (2D-TAN takes the list as given)
+    assert score_queries([q([[0, 1], [0, 10]], (0, 10), scores=[0.2, 0.9])], "mmn", thresholds=(0.5,)).hits[(1, 0.5)] == 1
+    assert score_queries([q([[0, 1], [0, 10]], (0, 10), scores=[0.2, 0.9])], "2dtan", thresholds=(0.5,)).hits[(1, 0.5)] == 0
+    # equal scores keep the given order (the first is the hit)
+    assert score_queries([q([[0, 10], [20, 30]], (0, 10), scores=[0.5, 0.5])], "mmn",
+                         thresholds=(0.5,)).hits[(1, 0.5)] == 1
+
+
+def test_mmn_zero_scores_are_no_candidates():
+    # MMN reads candidates from the nonzero entries of its score map
+    assert nms_mmn(np.array([[0, 10], [0, 1]], float), np.array([0.0, 0.5]), 0.5) == [1]
+    res = score_queries([q([[0, 10], [0, 1]], (0, 10), scores=[0.0, 0.5]), q([[0, 10]], (0, 10), scores=[0.0])],
+                        "mmn", thresholds=(0.5,))
+    assert res.num_queries == 2 and res.hits == {(1, 0.5): 0, (5, 0.5): 0} and res.metrics["mIoU"] == 5.0
+
+
+def test_mmn_no_candidate_and_nan_iou():
+    res = score_queries([q([], (2, 6)), q([[5, 5]], (5, 5))], "mmn", thresholds=(0.0,))
+    assert res.num_queries == 2 and res.hits == {(1, 0.0): 0, (5, 0.0): 0}   # NaN >= 0 is false
+    assert res.metrics["mIoU"] == 0.0
+
+
+# ------------------------------------------------------------------------------ moment_detr
+def test_moment_detr_r1_takes_the_first_window_as_given():
+    # the better-scored window second: R1 still grades the first (no sorting, no NMS)
+    res = score_queries([q([[0, 1], [0, 10]], (0, 10), scores=[0.1, 0.9])], "moment_detr", thresholds=(0.5, 0.7))
+    assert res.hits == {(1, 0.5): 0, (1, 0.7): 0} and res.metrics["mIoU"] == 10.0
+    assert set(res.metrics) == {"R1@0.5", "R1@0.7", "mIoU", "mAP@0.5", "mAP@0.75", "mAP"}
+
+
+def test_moment_detr_hit_is_inclusive():
+    res = score_queries([q([[0, 7]], (0, 10))], "moment_detr", thresholds=(0.7,))
+    assert res.hits[(1, 0.7)] == 1                           # IoU exactly 0.7
+    assert score_queries([q([[0, 7]], (0, 10))], "2dtan", thresholds=(0.7,)).hits[(1, 0.7)] == 0
+
+
+def test_moment_detr_grades_against_the_best_of_several_windows():
+    one = q([[10, 19]], (0, 2), gt_windows=[[0, 2], [10, 20]])
+    res = score_queries([one], "moment_detr", thresholds=(0.7,))
+    assert res.hits[(1, 0.7)] == 1 and res.metrics["mIoU"] == 90.0 and res.metrics["mAP@0.5"] == 50.0
+    # the other protocols grade against ``gt`` alone
+    assert score_queries([one], "2dtan", thresholds=(0.7,)).hits[(1, 0.7)] == 0
+
+
+def test_moment_detr_zero_hull_is_iou_zero():
+    res = score_queries([q([[5, 5]], (5, 5))], "moment_detr", thresholds=(0.0,))
+    assert res.hits[(1, 0.0)] == 1 and res.metrics["mIoU"] == 0.0          # IoU 0, and 0 >= 0
+    # in the mAP, the 0/0 IoU is NaN and NaN < t is false: it matches
+    assert res.metrics["mAP"] == 100.0
+
+
+def test_moment_detr_map_has_no_nms():
+    # a duplicate of a matched window is a false positive ranked before the second window's true positive:
+    # precision (1, 1/2, 2/3) at recall (1/2, 1/2, 1) -> AP = 1/2 * 1 + 1/2 * 2/3 = 5/6 (an NMS would give 1)
+    ap = average_precision_moment_detr(np.array([[0, 10], [0, 10], [20, 30]], float), np.array([0.9, 0.8, 0.7]),
+                                       np.array([[0, 10], [20, 30]], float))
+    np.testing.assert_allclose(ap, np.full(10, 5 / 6))
+
+
+def test_moment_detr_map_sorts_by_score_and_reads_ten_windows():
+    sorted_ap = average_precision_moment_detr(np.array([[20, 30], [0, 10]], float), np.array([0.1, 0.9]),
+                                              np.array([[0, 10]], float))
+    np.testing.assert_allclose(sorted_ap, np.ones(10))       # as given it would be 1/2
+    misses = [[20 + i, 21 + i] for i in range(10)]
+    eleventh = score_queries([q(misses + [[0, 10]], (0, 10), scores=np.linspace(0.9, 0.1, 11))], "moment_detr")
+    tenth = score_queries([q(misses[:9] + [[0, 10]], (0, 10), scores=np.linspace(0.9, 0.1, 10))], "moment_detr")
+    assert eleventh.metrics["mAP"] == 0.0 and tenth.metrics["mAP"] == 10.0
+
+
+def test_moment_detr_map_matches_the_highest_iou_ground_truth():
+    # P1 [0, 8.5] takes g1 = [0, 8] (IoU 0.94) over g0 = [0, 10] (0.85); P2 [0, 10] then takes g0: AP 1 at 0.85.
+    # Taking the first ground truth above the threshold would give P1 g0 and leave P2 only g1 (IoU 0.8): AP 1/2.
+    ap = average_precision_moment_detr(np.array([[0, 8.5], [0, 10]], float), np.array([0.9, 0.8]),
+                                       np.array([[0, 10], [0, 8]], float))
+    assert ap[MOMENT_DETR_AP_THRESHOLDS.index(0.85)] == 1.0
+
+
+def test_moment_detr_thresholds_are_rounded_decimals():
+    # numpy.linspace(0.5, 0.95, 10)[8] is 0.8999999999999999; Moment-DETR rounds it to 0.9, so an IoU of exactly
+    # 0.8999999999999999 misses there
+    assert MOMENT_DETR_AP_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    x = float(np.linspace(0.5, 0.95, 10)[8])
+    ap = average_precision_moment_detr(np.array([[0, x]]), np.array([1.0]), np.array([[0, 1.0]]))
+    assert ap.tolist() == [1.0] * 8 + [0.0, 0.0]
+
+
+def test_moment_detr_query_without_candidate():
+    res = score_queries([q([[0, 10]], (0, 10)), q([], (0, 10))], "moment_detr", thresholds=(0.5,))
+    assert res.metrics["R1@0.5"] == 50.0 and res.metrics["mIoU"] == 50.0
+    assert res.metrics["mAP"] == 100.0 and res.ap_queries == 1            # left out of the mAP mean
