@@ -2,7 +2,8 @@
 
 ``FIANConfig.preset(name)`` returns the settings of section 4.3 for ``charades``, ``tacos`` and
 ``activitynet``, and a small ``synthetic`` preset for CPU work and tests. Ablation variants of
-Table 4 and the stride choices of Table 6 are fields of the same config.
+Table 4, the localization strategies of Table 5 and the stride choices of Table 6 are fields of
+the same config.
 
 Choices the paper leaves open, made here and documented:
 
@@ -19,13 +20,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["FIANConfig", "VARIANTS", "GATES", "PRESETS"]
+__all__ = ["FIANConfig", "VARIANTS", "GATES", "LOCALIZATIONS", "PRESETS"]
 
 #: Table 4 ablations; ``full`` is the paper's model.
 VARIANTS = ("full", "soft", "cma", "vq", "vqma", "qvma", "concat", "matrix")
 #: Eq. 6: ``shared`` keeps W_q^g = W_q^i and W_v^g = W_v^i (the paper's setting),
 #: ``separate`` learns the gate and information projections apart.
 GATES = ("shared", "separate")
+#: Table 5: ``content`` is the paper's content-oriented localization (section 3.4, FIAN-Full);
+#: ``tgn`` and ``cmin`` put the point-feature anchor heads of TGN and CMIN in its place
+#: (FIAN-TGN, FIAN-CMIN; :mod:`fian_fast.model.anchor_localization`).
+LOCALIZATIONS = ("content", "tgn", "cmin")
 
 
 @dataclass
@@ -50,7 +55,9 @@ class FIANConfig:
     # model switches
     variant: str = "full"
     gate: str = "shared"
-    # localization (section 3.4; Table 6)
+    # localization (section 3.4; Tables 5 and 6). For ``tgn`` and ``cmin`` the window sizes are the
+    # K anchor lengths (TGN) or widths (CMIN) placed at every frame; the strides do not apply.
+    localization: str = "content"
     window_sizes: tuple = (8, 16, 32, 64)
     stride_ratio: float = 0.125
     fixed_stride: Optional[int] = None
@@ -89,6 +96,8 @@ class FIANConfig:
             bad("variant", self.variant, f"one of {VARIANTS}")
         if self.gate not in GATES:
             bad("gate", self.gate, f"one of {GATES}")
+        if self.localization not in LOCALIZATIONS:
+            bad("localization", self.localization, f"one of {LOCALIZATIONS}")
         if not self.window_sizes:
             bad("window_sizes", self.window_sizes, "at least one window size")
         for w in self.window_sizes:
@@ -120,7 +129,10 @@ class FIANConfig:
 
     @property
     def num_candidates(self) -> int:
-        """Number of candidate windows over the full ``num_frames`` (all scales)."""
+        """Number of candidate windows over the full ``num_frames``: all scales' sliding windows for
+        ``content``; ``num_frames * len(window_sizes)`` anchors for ``tgn`` and ``cmin``."""
+        if self.localization != "content":
+            return self.num_frames * len(self.window_sizes)
         return sum((self.num_frames - k) // s + 1 for k, s in zip(self.window_sizes, self.strides))
 
     @property

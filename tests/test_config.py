@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fian_fast.config import FIANConfig, PRESETS, VARIANTS
+from fian_fast.config import LOCALIZATIONS, FIANConfig, PRESETS, VARIANTS
 from fian_fast.reference import window_candidates
 
 # section 4.3, per dataset
@@ -25,7 +25,7 @@ def test_presets_have_the_paper_settings(name):
     assert cfg.tau == 0.55
     assert cfg.hidden_size == 512                      # BiGRU hidden 512, video projected to 512
     assert cfg.head_dim == 512 // cfg.num_heads
-    assert cfg.variant == "full" and cfg.gate == "shared"
+    assert cfg.variant == "full" and cfg.gate == "shared" and cfg.localization == "content"
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -47,6 +47,7 @@ def test_table6_strides(overrides, strides):
 @pytest.mark.parametrize("overrides, field", [
     (dict(variant="nope"), "variant"),
     (dict(gate="tied"), "gate"),
+    (dict(localization="2dtan"), "localization"),
     (dict(hidden_size=0), "hidden_size"),
     (dict(num_heads=3), "num_heads"),
     (dict(window_sizes=()), "window_sizes"),
@@ -87,3 +88,16 @@ def test_dict_round_trip(name):
 def test_every_variant_is_a_valid_config():
     for v in VARIANTS:
         assert FIANConfig.preset("synthetic", variant=v).variant == v
+
+
+def test_table5_localizations():
+    assert LOCALIZATIONS == ("content", "tgn", "cmin")
+    assert all(FIANConfig.preset(name).localization == "content" for name in PRESETS)
+    assert FIANConfig().localization == "content"
+    # point-feature anchors: K per frame, whatever the strides
+    for loc in ("tgn", "cmin"):
+        cfg = FIANConfig.preset("tacos", localization=loc, window_sizes=(6, 18, 32))
+        assert cfg.num_candidates == 200 * 3
+        assert FIANConfig.preset("tacos", localization=loc, fixed_stride=1).num_candidates == 200 * 4
+        back = FIANConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert back == cfg and back.localization == loc
