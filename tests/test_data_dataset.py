@@ -59,3 +59,144 @@ def test_load_split_synthetic_and_errors():
         load_split("qvhighlights", "test", 32, 12)
     with pytest.raises(ValueError, match="split should be one of"):
         load_split("synthetic", "dev", 32, 12, synthetic_sizes=(4, 2, 3))
+
+
+# ------------------------------------------------------------------ load_split on public files
+@pytest.fixture(scope="module")
+def public(tmp_path_factory):
+    from fian_fast.data import make_synthetic, write_synthetic
+
+    root = tmp_path_factory.mktemp("pub")
+    data = make_synthetic(seed=2, num_videos=(6, 3, 3), video_dim=8)
+    return data, write_synthetic(data, str(root))
+
+
+def test_video_dim_follows_the_features(public):
+    _, paths = public
+    ds, _ = load_split("tacos", "val", 16, 12, data_dir=paths["tacos"], features=paths["features_h5"])
+    assert ds.video_dim == 8 and ds.features_path == paths["features_h5"] and ds[0][0].shape == (16, 8)
+    with pytest.raises(ValueError, match="feature dim 8, config expects 500"):
+        load_split("tacos", "val", 16, 12, video_dim=500, data_dir=paths["tacos"], features=paths["features_h5"])
+
+
+def test_limit_keeps_the_first_queries(public):
+    _, paths = public
+    full, _ = load_split("activitynet", "train", 16, 12, data_dir=paths["activitynet"], features=paths["features_npy"])
+    ds, rep = load_split("activitynet", "train", 16, 12, data_dir=paths["activitynet"],
+                         features=paths["features_npy"], limit=5)
+    assert [r.query_id for r in ds.records] == [r.query_id for r in full.records[:5]]
+    assert rep.kept == 5 and rep.counts["limited"] == len(full) - 5
+    assert f"limit: {len(full) - 5} more queries left out" in rep.summary()
+    with pytest.raises(ValueError, match="load_split: limit should be >= 1 query, got 0"):
+        load_split("activitynet", "train", 16, 12, data_dir=paths["activitynet"], features=paths["features_npy"],
+                   limit=0)
+
+
+def test_skip_missing_features_counts_the_drop(public, tmp_path):
+    data, paths = public
+    import h5py
+    vids = sorted({r.video_id for r in data.splits["test"]})
+    with h5py.File(tmp_path / "part.h5", "w") as f:
+        for v in vids[1:]:
+            f.create_dataset(v, data=data.features[v])
+    with pytest.raises(ValueError, match=rf"1 of {len(vids)} annotation ids missing \(first: '{vids[0]}'\)"):
+        load_split("tacos", "test", 16, 12, data_dir=paths["tacos"], features=str(tmp_path / "part.h5"))
+    ds, rep = load_split("tacos", "test", 16, 12, data_dir=paths["tacos"], features=str(tmp_path / "part.h5"),
+                         skip_missing_features=True)
+    lost = sum(r.video_id == vids[0] for r in data.splits["test"])
+    assert rep.counts["missing_features"] == lost and len(ds) == rep.total - lost
+    assert vids[0] not in {r.video_id for r in ds.records}
+    assert f"missing_features: {lost} (e.g. {vids[0]}/" in rep.summary()
+
+
+def test_truncation_and_wordless_queries_counted(tmp_path):
+    import json
+    (tmp_path / "test.json").write_text(json.dumps({"s1.avi": {
+        "timestamps": [[0, 30], [30, 60], [60, 90], [0, 90]], "fps": 30, "num_frames": 300,
+        "sentences": ["one two three four five six", "...", "the door", "  "]}}))
+    np.save(tmp_path / "s1.avi.npy", np.ones((7, 4), np.float32))
+    ds, rep = load_split("tacos", "test", 8, 4, data_dir=str(tmp_path), features=str(tmp_path),
+                         glove=_glove(tmp_path))
+    assert [r.sentence for r in ds.records] == ["one two three four five six", "the door"]
+    assert ds.truncated == [0] and ds[0][2].shape[0] == 4
+    assert rep.counts == {"truncated_query": 1, "no_words": 1, "empty_sentence": 1}
+    assert "truncated 1 queries longer than 4 tokens to their first 4 (e.g. s1.avi/0)" in rep.summary()
+
+
+def _glove(tmp_path):
+    p = tmp_path / "g.txt"
+    p.write_text("the 1 0\ndoor 0 1\none 1 1\n")
+    return str(p)
+
+
+def test_nan_video_fails_naming_file_and_video(tmp_path):
+    import json
+    (tmp_path / "test.json").write_text(json.dumps({"s1.avi": {"timestamps": [[0, 30]], "fps": 30,
+                                                               "num_frames": 300, "sentences": ["the door"]}}))
+    np.save(tmp_path / "s1.avi.npy", np.full((7, 4), np.nan, np.float32))
+    ds, _ = load_split("tacos", "test", 8, 4, data_dir=str(tmp_path), features=str(tmp_path), glove=_glove(tmp_path))
+    with pytest.raises(ValueError, match=r"features .*: video 's1.avi' has 28 non-finite values of 28 \(28 NaN"):
+        ds[0]
+
+
+def _several_windows(tmp_path):
+    import json
+    lines = [{"qid": 10, "query": "the door", "duration": 40, "vid": "a", "relevant_windows": [[0, 8], [20, 30], [34, 40]]},
+             {"qid": 11, "query": "the door one", "duration": 40, "vid": "b", "relevant_windows": [[10, 20]]},
+             {"qid": 12, "query": "one door", "duration": 40, "vid": "b", "relevant_windows": [[2, 6], [26, 38]]}]
+    for split in ("train", "val"):
+        (tmp_path / f"highlight_{split}_release.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines))
+    rng = np.random.default_rng(0)
+    for v in "ab":
+        np.save(tmp_path / f"{v}.npy", rng.standard_normal((20, 8)).astype(np.float32))
+    return lines
+
+
+def test_several_windows_policies_in_load_split(tmp_path):
+    _several_windows(tmp_path)
+    args = dict(data_dir=str(tmp_path), features=str(tmp_path), glove=_glove(tmp_path))
+    tr, rep = load_split("lighthouse", "train", 16, 8, windows="each", **args)
+    assert [r.query_id for r in tr.records] == ["10#0", "10#1", "10#2", "11", "12#0", "12#1"]
+    assert rep.kept == 6 and rep.counts["several_windows"] == 2 and rep.counts["extra_windows"] == 3
+    va, rep = load_split("lighthouse", "val", 16, 8, windows="each", **args)
+    assert len(va) == 3 and len(va.records[0].windows) == 3 and rep.windows == "best"
+    first, rep = load_split("lighthouse", "train", 16, 8, **args)
+    assert len(first) == 3 and all(r.windows == () for r in first.records) and rep.windows == "first"
+
+
+def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
+    """A query with several windows counts a hit when any window is hit, and its best window's IoU."""
+    import dataclasses
+
+    from fian_fast import FIAN, FIANConfig
+    from fian_fast.data import evaluate_windows
+    from fian_fast.evaluate import evaluate_model
+    from torch.utils.data import DataLoader
+
+    _several_windows(tmp_path)
+    va, _ = load_split("lighthouse", "val", 16, 8, windows="each", data_dir=str(tmp_path), features=str(tmp_path),
+                       glove=_glove(tmp_path))
+    torch.manual_seed(3)
+    cfg = FIANConfig.preset("synthetic", video_dim=8, word_dim=2, num_frames=16, hidden_size=16, num_heads=2,
+                            ffn_size=32)
+    model = FIAN(cfg).eval()
+    thresholds = (0.1, 0.3, 0.5)
+    for protocol in ("2dtan", "csmgan"):
+        # batches of one: the model sees exactly what it sees in the one-query evaluations below
+        got = evaluate_windows(model, va, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds)
+        got = got[protocol]
+        want_hits, want_miou = {k: 0 for k in got.hits}, 0.0
+        for rec in va.records:
+            per = []
+            for s, e in rec.windows or ((rec.start, rec.end),):
+                one = GroundingDataset([dataclasses.replace(rec, start=s, end=e, windows=())], va.features, va.vocab,
+                                       16, 8)
+                per.append(evaluate_model(model, DataLoader(one, collate_fn=collate), (protocol,), thresholds)[protocol])
+            for k in want_hits:
+                want_hits[k] += max(r.hits[k] for r in per)
+            want_miou += max(r.miou_sum for r in per)
+        assert got.num_queries == 3 and got.hits == want_hits
+        assert got.miou_sum == pytest.approx(want_miou, abs=1e-12)
+        first = evaluate_model(model, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds)[protocol]
+        assert all(got.hits[k] >= first.hits[k] for k in got.hits) and got.miou_sum >= first.miou_sum
+        assert any(got.hits[k] > first.hits[k] for k in got.hits)  # the extra windows are actually matched

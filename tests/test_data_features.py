@@ -62,7 +62,8 @@ def test_check_features_messages(stores, tmp_path):
     feats, root = stores
     store = open_features(str(root / "flat.h5"))
     assert check_features(store, ["v0", "v1"], expected_dim=6) == 6
-    with pytest.raises(ValueError, match=r"flat.h5: 2 of 3 annotation ids missing \(first: 'AO8RW'\)"):
+    with pytest.raises(ValueError, match=r"flat.h5: 2 of 3 annotation ids missing \(first: 'AO8RW'\).*"
+                                         r"--skip-missing-features"):
         check_features(store, ["v0", "AO8RW", "ZZ"])
     with pytest.raises(ValueError, match=r"feature dim 6, config expects 1024"):
         check_features(store, ["v0"], expected_dim=1024)
@@ -132,3 +133,58 @@ def test_resample_rejects_bad_input():
 def test_memory_store_and_1d_rows():
     store = MemoryFeatures({"a": np.zeros(5)})
     assert store.get("a").shape == (1, 5)
+
+
+@pytest.fixture
+def odd_stores(tmp_path):
+    """Flat HDF5, grouped HDF5 and .npy folder where 'odd' has another dimension, 'nan' is all NaN
+    and 'empty' has no clip."""
+    feats = {"v0": np.ones((5, 6), np.float32), "v1": np.ones((3, 6), np.float32),
+             "odd": np.ones((4, 7), np.float32), "nan": np.full((4, 6), np.nan, np.float32),
+             "empty": np.zeros((0, 6), np.float32)}
+    with h5py.File(tmp_path / "flat.h5", "w") as f, h5py.File(tmp_path / "grouped.hdf5", "w") as g:
+        for k, v in feats.items():
+            f.create_dataset(k, data=v)
+            g.create_group(k).create_dataset("c3d_features", data=v)
+    (tmp_path / "npy").mkdir()
+    for k, v in feats.items():
+        np.save(tmp_path / "npy" / f"{k}.npy", v)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["flat.h5", "grouped.hdf5", "npy"])
+def test_every_video_checked_from_metadata(odd_stores, name, monkeypatch):
+    store = open_features(str(odd_stores / name))
+    monkeypatch.setattr(store, "_load", lambda vid: pytest.fail(f"array of {vid} read by a metadata check"))
+    assert store.shape("v0") == (5, 6) and store.dim("odd") == 7
+    assert check_features(store, ["v0", "v1", "nan"], expected_dim=6) == 6
+    with pytest.raises(ValueError, match=r"videos differ in feature dimension: 6 \(2 videos, e.g. 'v0'\), "
+                                         r"7 \(1 videos, e.g. 'odd'\)"):
+        check_features(store, ["v0", "odd", "v1"])
+    with pytest.raises(ValueError, match=rf"features .*{name}: video 'empty' should be a \[T, D\] array with "
+                                         r"T >= 1 and D >= 1, got shape \(0, 6\)"):
+        check_features(store, ["v0", "empty"])
+
+
+@pytest.mark.parametrize("name", ["flat.h5", "grouped.hdf5", "npy"])
+def test_non_finite_values_name_file_and_video(odd_stores, name):
+    store = open_features(str(odd_stores / name))
+    with pytest.raises(ValueError, match=rf"features .*{name}: video 'nan' has 24 non-finite values of 24 "
+                                         r"\(24 NaN, 0 infinite\)"):
+        store.get("nan")
+    arr = np.ones((3, 2), np.float32)
+    arr[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"video 'x' has 1 non-finite values of 6 \(0 NaN, 1 infinite\)"):
+        MemoryFeatures({"x": arr}).get("x")
+
+
+def test_npy_header_shapes(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(5, np.float32))               # one clip of 5 values
+    np.save(tmp_path / "b.npy", np.zeros((2, 3, 4), np.float32))
+    (tmp_path / "c.npy").write_bytes(b"garbage")
+    store = NpyFolderFeatures(str(tmp_path))
+    assert store.shape("a") == (1, 5)
+    with pytest.raises(ValueError, match=r"video 'b' should be a \[T, D\] array .* got shape \(2, 3, 4\)"):
+        store.shape("b")
+    with pytest.raises(ValueError, match=r"c.npy: cannot read as .npy"):
+        store.shape("c")

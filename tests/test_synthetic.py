@@ -55,7 +55,8 @@ def test_write_synthetic_layout(data, tmp_path):
               "charades_json": ["charades_sta_train.json", "charades_sta_test.json"],
               "activitynet": ["train.json", "val_1.json", "val_2.json"],
               "tacos": ["train.json", "val.json", "test.json"],
-              "lighthouse": ["train.jsonl", "val.jsonl", "test.jsonl"]}
+              "lighthouse": ["highlight_train_release.jsonl", "highlight_val_release.jsonl",
+                             "highlight_test_release.jsonl"]}
     for folder, names in expect.items():
         for n in names:
             assert os.path.isfile(os.path.join(paths[folder], n)), (folder, n)

@@ -2,9 +2,11 @@
 
 :class:`GroundingDataset` pairs cleaned records with a feature store and a vocabulary; items are
 resampled to ``cfg.num_frames`` and queries encoded (truncated to ``cfg.max_query_length``
-tokens). :func:`collate` stacks items into a :class:`Batch`. :func:`load_split` reads one split
-of a dataset from its public files (or the built-in synthetic data), cleans it, checks the
-features and builds the dataset.
+tokens, counted). :func:`collate` stacks items into a :class:`Batch`. :func:`load_split` reads
+one split of a dataset from its public files (or the built-in synthetic data), cleans it,
+applies the several-windows policy, optionally drops queries without features and keeps the
+first N, checks the features of every remaining video and builds the dataset; every change is
+counted in the split's :class:`~fian_fast.data.records.CleaningReport`.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from torch.utils.data import Dataset
 from .features import FeatureStore, MemoryFeatures, check_features, open_features, resample
 from .formats import read_annotations
 from .records import Record, clean_records
-from .text import Vocabulary, word_vectors
+from .text import Vocabulary, tokenize, word_vectors
+from .windows import apply_windows
 
 __all__ = ["Batch", "GroundingDataset", "collate", "load_split", "DATASETS"]
 
@@ -67,6 +70,9 @@ class GroundingDataset(Dataset):
         num_frames: Lv (``cfg.num_frames``).
         max_query_length: queries keep their first ``max_query_length`` tokens.
         cache_videos: keep resampled videos in memory (per process) after first use.
+
+    Attributes:
+        truncated: indices of the records whose query had more than ``max_query_length`` tokens.
     """
 
     def __init__(self, records: Sequence[Record], features: FeatureStore, vocab: Vocabulary, num_frames: int,
@@ -80,7 +86,10 @@ class GroundingDataset(Dataset):
         self._cache: Dict[str, tuple] = {}
         vocab.extend(r.sentence for r in self.records)
         self.queries = []
-        for r in self.records:
+        self.truncated: List[int] = []
+        for i, r in enumerate(self.records):
+            if len(tokenize(r.sentence)) > max_query_length:
+                self.truncated.append(i)
             try:
                 self.queries.append(vocab.encode(r.sentence, max_query_length))
             except ValueError:
@@ -139,24 +148,35 @@ def synthetic_data(seed: int = 0, num_videos=(1200, 150, 200), video_dim: int = 
 def load_split(dataset: str, split: str, num_frames: int, max_query_length: int, video_dim: Optional[int] = None,
                data_dir: Optional[str] = None, features: Optional[str] = None, vocab: Optional[Vocabulary] = None,
                glove: Optional[str] = None, feature_key: Optional[str] = None, strict: bool = False,
-               synthetic_sizes=(1200, 150, 200), seed: int = 0, cache_videos: bool = False):
+               synthetic_sizes=(1200, 150, 200), seed: int = 0, cache_videos: bool = False, windows: str = "first",
+               expand_windows: Optional[bool] = None, limit: Optional[int] = None,
+               skip_missing_features: bool = False):
     """Read, clean and check one split and build its :class:`GroundingDataset`.
 
     Args:
         dataset: one of :data:`DATASETS`. ``synthetic`` without ``data_dir`` uses the built-in data.
         split: ``train``, ``val`` or ``test``.
         num_frames, max_query_length: from the config.
-        video_dim: expected feature dimension (checked against the features).
+        video_dim: expected feature dimension, checked against the features; ``None`` takes the
+            features' own (``dataset.video_dim``).
         data_dir: folder of the annotation files under their public names.
         features: HDF5 file or ``.npy`` folder (required with ``data_dir``).
         vocab: vocabulary to extend; a new one is built from ``glove`` (default: GloVe 6B 50-d) if None.
         strict: raise on queries the cleaning would drop.
+        windows: several-windows policy, ``first`` or ``each`` (:mod:`fian_fast.data.windows`).
+        expand_windows: with ``each``, one query per window; default: for the train split only.
+        limit: keep the first ``limit`` queries (after cleaning) of the split.
+        skip_missing_features: drop (and count as ``missing_features``) the queries whose video
+            has no features, instead of refusing the split.
 
     Returns:
-        ``(GroundingDataset, CleaningReport)``.
+        ``(GroundingDataset, CleaningReport)``; the dataset's ``video_dim`` is the features'
+        dimension and ``features_path`` their file.
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"load_split: limit should be >= 1 query, got {limit}")
     if dataset == "synthetic" and data_dir is None:
         data = synthetic_data(seed, synthetic_sizes, video_dim or 32)
         if split not in data.splits:
@@ -173,8 +193,28 @@ def load_split(dataset: str, split: str, num_frames: int, max_query_length: int,
             raise ValueError(f"features not found: {features}")
         store = open_features(features, key=feature_key)
     records, report = clean_records(raw, source, strict=strict)
-    check_features(store, (r.video_id for r in records), expected_dim=video_dim)
+    report.max_query_length = max_query_length
+    records = apply_windows(records, report, windows, split == "train" if expand_windows is None else expand_windows)
+    if skip_missing_features:
+        keys = store.keys()
+        for r in records:
+            if r.video_id not in keys:
+                report.note("missing_features", f"{r.video_id}/{r.query_id}" if r.query_id else r.video_id)
+        records = [r for r in records if r.video_id in keys]
+        if not records:
+            raise ValueError(f"{source}: no query left: none of its videos has features in {store.path} "
+                             f"({report.summary()})")
+    if limit is not None and len(records) > limit:
+        report.note("limited", f"{records[limit].video_id}/{records[limit].query_id}", len(records) - limit)
+        records = records[:limit]
+    report.kept = len(records)
+    dim = check_features(store, (r.video_id for r in records), expected_dim=video_dim)
     if vocab is None:
         vocab = Vocabulary.build((r.sentence for r in records), word_vectors(glove))
     ds = GroundingDataset(records, store, vocab, num_frames, max_query_length, cache_videos=cache_videos)
+    ds.video_dim = dim
+    ds.features_path = store.path
+    for i in ds.truncated:
+        r = records[i]
+        report.note("truncated_query", f"{r.video_id}/{r.query_id}" if r.query_id else r.video_id)
     return ds, report

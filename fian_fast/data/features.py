@@ -1,4 +1,4 @@
-"""Video feature stores and fixed-length resampling (PROTOCOLS.md, "Feature files").
+"""Video feature stores and fixed-length resampling (docs/protocols.md, "Feature files").
 
 A feature store maps a video id to its features ``float32 [T, D]`` (T clips of dimension D):
 
@@ -9,10 +9,13 @@ A feature store maps a video id to its features ``float32 [T, D]`` (T clips of d
 * :class:`NpyFolderFeatures` -- a folder of ``VID.npy`` files.
 * :class:`MemoryFeatures` -- a dict, used by the synthetic data.
 
-:func:`check_features` verifies the dimension and the coverage of the annotation ids at load
-time and says what was expected and found. :func:`resample` maps a video to ``num_frames``
-steps: longer videos are averaged over equal bins, shorter ones are zero-padded and their real
-length returned.
+:func:`check_features` verifies, when a split is loaded, that every annotation id has features
+and that every one of those videos is a ``[T, D]`` array with ``T >= 1`` and one common ``D``:
+shapes come from the file's metadata (HDF5 dataset shapes, ``.npy`` headers), without reading
+the arrays. Values are checked where they are read (:meth:`FeatureStore.get`: every value
+finite); every message names the file and the video. :func:`resample` maps a video to
+``num_frames`` steps: longer videos are averaged over equal bins, shorter ones are zero-padded
+and their real length returned.
 """
 from __future__ import annotations
 
@@ -28,8 +31,13 @@ __all__ = ["FeatureStore", "HDF5Features", "NpyFolderFeatures", "MemoryFeatures"
 GROUP_KEYS = ("c3d_features", "features", "i3d_features", "feature", "feats")
 
 
+def _as_2d_shape(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    return (1, shape[0]) if len(shape) == 1 else tuple(shape)
+
+
 class FeatureStore:
-    """Mapping ``video_id -> float32 [T, D]``. Subclasses implement ``keys`` and ``_load``."""
+    """Mapping ``video_id -> float32 [T, D]``. Subclasses implement ``keys``, ``_load`` and
+    ``_shape`` (the stored array's shape, from metadata only)."""
 
     path: str = "<memory>"
 
@@ -39,27 +47,47 @@ class FeatureStore:
     def _load(self, video_id: str) -> np.ndarray:
         raise NotImplementedError
 
+    def _shape(self, video_id: str) -> Tuple[int, ...]:
+        raise NotImplementedError
+
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.keys()
 
+    def _check_shape(self, video_id: str, shape: Tuple[int, ...]) -> Tuple[int, int]:
+        shape = _as_2d_shape(tuple(int(n) for n in shape))
+        if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+            raise ValueError(f"features {self.path}: video {video_id!r} should be a [T, D] array with T >= 1 "
+                             f"and D >= 1, got shape {shape}")
+        return shape
+
+    def shape(self, video_id: str) -> Tuple[int, int]:
+        """``(T, D)`` of ``video_id`` from the store's metadata, without reading the array (a 1-D
+        array of D values is one clip)."""
+        if video_id not in self:
+            raise ValueError(f"features {self.path}: no entry for video id {video_id!r}")
+        return self._check_shape(video_id, self._shape(video_id))
+
     def get(self, video_id: str) -> np.ndarray:
-        """Features of ``video_id`` as float32 [T, D] (T >= 1)."""
+        """Features of ``video_id`` as float32 [T, D] (T >= 1, every value finite)."""
         if video_id not in self:
             raise ValueError(f"features {self.path}: no entry for video id {video_id!r}")
         arr = np.asarray(self._load(video_id), dtype=np.float32)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[0] == 0:
-            raise ValueError(f"features {self.path}: video {video_id!r} should be a [T, D] array with T >= 1, "
-                             f"got shape {arr.shape}")
+        self._check_shape(video_id, arr.shape)
+        arr = arr.reshape(_as_2d_shape(arr.shape))
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            nan = int(np.count_nonzero(np.isnan(arr)))
+            raise ValueError(f"features {self.path}: video {video_id!r} has {bad} non-finite values of {arr.size} "
+                             f"({nan} NaN, {bad - nan} infinite)")
         return arr
 
     def dim(self, video_id: Optional[str] = None) -> int:
-        """Feature dimension D, read from ``video_id`` (or the first key)."""
+        """Feature dimension D of ``video_id`` (or the first key), from metadata."""
         keys = self.keys()
         if not keys:
             raise ValueError(f"features {self.path}: the store is empty (no video ids)")
-        return int(self.get(video_id if video_id is not None else min(keys)).shape[1])
+        return int(self.shape(video_id if video_id is not None else min(keys))[1])
 
 
 class MemoryFeatures(FeatureStore):
@@ -74,6 +102,9 @@ class MemoryFeatures(FeatureStore):
 
     def _load(self, video_id: str) -> np.ndarray:
         return self.features[video_id]
+
+    def _shape(self, video_id: str) -> Tuple[int, ...]:
+        return np.shape(self.features[video_id])
 
 
 class NpyFolderFeatures(FeatureStore):
@@ -94,6 +125,18 @@ class NpyFolderFeatures(FeatureStore):
             return np.load(file, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise ValueError(f"features {file}: cannot read ({e})") from None
+
+    def _shape(self, video_id: str) -> Tuple[int, ...]:
+        file = os.path.join(self.path, video_id + ".npy")
+        try:
+            with open(file, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"features {file}: cannot read as .npy ({e})") from None
+        return shape
 
 
 class HDF5Features(FeatureStore):
@@ -131,7 +174,7 @@ class HDF5Features(FeatureStore):
     def keys(self) -> set:
         return self._keys
 
-    def _load(self, video_id: str) -> np.ndarray:
+    def _node(self, video_id: str):
         import h5py
         node = self._handle()[video_id]
         if isinstance(node, h5py.Group):
@@ -146,7 +189,13 @@ class HDF5Features(FeatureStore):
                 raise ValueError(f"features {self.path}: group {video_id!r} has no dataset {names[0]!r} "
                                  f"(found {sorted(node.keys())})")
             node = node[names[0]]
-        return node[()]
+        return node
+
+    def _load(self, video_id: str) -> np.ndarray:
+        return self._node(video_id)[()]
+
+    def _shape(self, video_id: str) -> Tuple[int, ...]:
+        return self._node(video_id).shape
 
     def close(self) -> None:
         if self._file is not None:
@@ -162,11 +211,15 @@ def open_features(path: str, key: Optional[str] = None) -> FeatureStore:
 
 
 def check_features(store: FeatureStore, video_ids: Iterable[str], expected_dim: Optional[int] = None) -> int:
-    """Check that every annotation video id has features and that their dimension is ``expected_dim``.
+    """Check the features of every annotation video id, from the store's metadata: each id has an
+    entry, each entry is ``[T, D]`` with ``T >= 1``, and every ``D`` is the same (and equals
+    ``expected_dim`` when given).
 
     Returns the feature dimension. Raises ``ValueError`` such as
-    ``"features file X: 12 of 40 annotation ids missing (first: 'AO8RW'); the file has 0 ids"`` or
-    ``"features file X: feature dim 4096, config expects 1024"``.
+    ``"features file X: 12 of 40 annotation ids missing (first: 'AO8RW'); the file has 0 ids"``,
+    ``"features X: video 'v3' should be a [T, D] array with T >= 1 and D >= 1, got shape (0, 500)"``,
+    ``"features file X: videos differ in feature dimension: 500 (38 videos, e.g. 'v0'), 4096
+    (2 videos, e.g. 'v7')"`` or ``"features file X: feature dim 4096, config expects 1024"``.
     """
     wanted = sorted(set(video_ids))
     keys = store.keys()
@@ -176,8 +229,16 @@ def check_features(store: FeatureStore, video_ids: Iterable[str], expected_dim: 
     if missing:
         example = sorted(keys)[0]
         raise ValueError(f"features file {store.path}: {len(missing)} of {len(wanted)} annotation ids missing "
-                         f"(first: {missing[0]!r}); the file has {len(keys)} ids, e.g. {example!r}")
-    dim = store.dim(wanted[0] if wanted else None)
+                         f"(first: {missing[0]!r}); the file has {len(keys)} ids, e.g. {example!r} "
+                         f"(--skip-missing-features drops their queries, counted)")
+    by_dim: Dict[int, list] = {}
+    for vid in wanted or [min(keys)]:
+        by_dim.setdefault(store.shape(vid)[1], []).append(vid)
+    if len(by_dim) > 1:
+        groups = sorted(by_dim.items(), key=lambda kv: -len(kv[1]))
+        desc = ", ".join(f"{d} ({len(v)} videos, e.g. {v[0]!r})" for d, v in groups)
+        raise ValueError(f"features file {store.path}: videos differ in feature dimension: {desc}")
+    dim = next(iter(by_dim))
     if expected_dim is not None and dim != expected_dim:
         raise ValueError(f"features file {store.path}: feature dim {dim}, config expects {expected_dim}")
     return dim

@@ -1,8 +1,9 @@
-"""Readers and writers of the public annotation formats (PROTOCOLS.md, "Annotation files").
+"""Readers and writers of the public annotation formats (docs/protocols.md, "Annotation files").
 
 Readers return raw :class:`~fian_fast.data.records.Record` lists (uncleaned; see
 :func:`~fian_fast.data.records.clean_records`); every malformed file raises ``ValueError`` naming
-the file, the place and what was expected. Writers produce exactly the public layouts, so that the
+the file, the place and what was expected. Text is read as UTF-8 with or without a byte-order
+mark, with LF or CRLF line ends. Writers produce exactly the public layouts, so that the
 built-in synthetic data can exercise every reader end to end.
 
 =====================  ==========================================================================
@@ -12,7 +13,7 @@ format                 layout
 ``charades_json``      ``{vid: {"duration", "timestamps": [[s, e]], "sentences": [...]}}``
 ``activitynet``        same layout as ``charades_json`` (``train.json``, ``val_1.json``, ``val_2.json``)
 ``tacos``              ``{vid: {"timestamps": [[f0, f1]] (frames), "sentences", "fps", "num_frames"}}``
-``lighthouse``         jsonl: ``{"qid", "query", "duration", "vid", "relevant_windows": [[s, e]]}``
+``lighthouse``         jsonl: ``{"qid", "query", "duration", "vid", "relevant_windows": [[s, e], ...]}``
 =====================  ==========================================================================
 """
 from __future__ import annotations
@@ -33,10 +34,11 @@ __all__ = [
 FORMATS = ("charades_txt", "charades_json", "activitynet", "tacos", "lighthouse")
 
 
-def _open_text(path: str, what: str):
+def _open_text(path: str, what: str, newline=None):
     if not os.path.isfile(path):
         raise ValueError(f"{what} file not found: {path}")
-    return open(path, "r", encoding="utf-8")
+    # utf-8-sig: spreadsheet programs and some editors save a byte-order mark first
+    return open(path, "r", encoding="utf-8-sig", newline=newline)
 
 
 def _load_json(path: str, what: str):
@@ -59,8 +61,10 @@ def read_charades_durations(csv_paths: Iterable[str]) -> Dict[str, float]:
     """Video durations (seconds) from Charades' ``Charades_v1_{train,test}.csv`` (columns ``id``, ``length``)."""
     durations: Dict[str, float] = {}
     for path in csv_paths:
-        with _open_text(path, "Charades csv") as f:
+        with _open_text(path, "Charades csv", newline="") as f:
             reader = csv.DictReader(f)
+            if reader.fieldnames:
+                reader.fieldnames = [name.strip() for name in reader.fieldnames]
             if not reader.fieldnames or "id" not in reader.fieldnames or "length" not in reader.fieldnames:
                 raise ValueError(f"Charades csv {path}: expected columns 'id' and 'length', got {reader.fieldnames}")
             for row_no, row in enumerate(reader, start=2):
@@ -199,57 +203,77 @@ def write_tacos(records: Iterable[Record], path: str, fps: float = 29.4) -> None
 
 # ------------------------------------------------------------------------------- lighthouse
 def read_lighthouse(path: str) -> List[Record]:
-    """lighthouse / Moment-DETR jsonl: ``{"qid", "query", "duration", "vid", "relevant_windows": [[s, e], ...]}``
-    a line. The first relevant window is the ground truth (single-moment grounding)."""
+    """lighthouse / Moment-DETR jsonl (QVHighlights ``highlight_{train,val}_release.jsonl``):
+    ``{"qid", "query", "duration", "vid", "relevant_windows": [[s, e], ...]}`` a line (other keys,
+    such as ``saliency_scores``, are ignored). The first window is the record's moment; a query
+    with several keeps them all in ``windows`` (see :mod:`fian_fast.data.windows`).
+
+    Raises:
+        ValueError: a line that is not JSON or lacks a key, a window that is not ``[start, end]``;
+            a file whose lines have no ``relevant_windows`` at all (QVHighlights' test split is
+            distributed without them) says so.
+    """
     records: List[Record] = []
     with _open_text(path, "lighthouse jsonl") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"lighthouse {path}: line {line_no} is not valid JSON: {e}") from None
-            where = f"line {line_no}"
-            if not isinstance(obj, dict) or not {"query", "duration", "vid", "relevant_windows"} <= set(obj):
-                raise ValueError(f"lighthouse {path}: {where}: expected keys qid, query, duration, vid, "
-                                 f"relevant_windows, got {sorted(obj) if isinstance(obj, dict) else obj!r}")
-            windows = obj["relevant_windows"]
-            if not windows or not isinstance(windows[0], (list, tuple)) or len(windows[0]) != 2:
-                raise ValueError(f"lighthouse {path}: {where}: relevant_windows should be [[start, end], ...], got {windows!r}")
-            records.append(Record(str(obj["vid"]), _number(obj["duration"], path, where, "duration"), str(obj["query"]),
-                                  _number(windows[0][0], path, where, "start"), _number(windows[0][1], path, where, "end"),
-                                  str(obj.get("qid", line_no))))
+        lines = [(no, line) for no, line in enumerate(f, start=1) if line.strip()]
+    objs = []
+    for line_no, line in lines:
+        try:
+            objs.append((line_no, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"lighthouse {path}: line {line_no} is not valid JSON: {e}") from None
+    if objs and all(isinstance(o, dict) and "relevant_windows" not in o for _, o in objs):
+        raise ValueError(f"lighthouse {path}: no line has relevant_windows, so it cannot be evaluated or trained on "
+                         f"(QVHighlights distributes its test split without them: use --split val)")
+    for line_no, obj in objs:
+        where = f"line {line_no}"
+        if not isinstance(obj, dict) or not {"query", "duration", "vid", "relevant_windows"} <= set(obj):
+            raise ValueError(f"lighthouse {path}: {where}: expected keys qid, query, duration, vid, "
+                             f"relevant_windows, got {sorted(obj) if isinstance(obj, dict) else obj!r}")
+        windows = obj["relevant_windows"]
+        if not isinstance(windows, list) or not windows or \
+                not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in windows):
+            raise ValueError(f"lighthouse {path}: {where}: relevant_windows should be [[start, end], ...], "
+                             f"got {windows!r}")
+        pairs = tuple((_number(s, path, where, "start"), _number(e, path, where, "end")) for s, e in windows)
+        records.append(Record(str(obj["vid"]), _number(obj["duration"], path, where, "duration"), str(obj["query"]),
+                              pairs[0][0], pairs[0][1], str(obj.get("qid", line_no)),
+                              pairs if len(pairs) > 1 else ()))
     return records
 
 
-def write_lighthouse(records: Iterable[Record], path: str) -> None:
-    """Write ``records`` as lighthouse jsonl (one query a line)."""
+def write_lighthouse(records: Iterable[Record], path: str, windows: bool = True) -> None:
+    """Write ``records`` as lighthouse jsonl (one query a line, every window of a record with
+    several); ``windows=False`` leaves ``relevant_windows`` out, as QVHighlights' test file does."""
     with open(path, "w", encoding="utf-8") as f:
         for i, r in enumerate(records):
-            f.write(json.dumps({"qid": i, "query": r.sentence, "duration": round(r.duration, 3), "vid": r.video_id,
-                                "relevant_windows": [[round(r.start, 3), round(r.end, 3)]]}) + "\n")
+            obj = {"qid": i, "query": r.sentence, "duration": round(r.duration, 3), "vid": r.video_id}
+            if windows:
+                obj["relevant_windows"] = [[round(s, 3), round(e, 3)] for s, e in (r.windows or ((r.start, r.end),))]
+            f.write(json.dumps(obj) + "\n")
 
 
 # ------------------------------------------------------------------------- public layouts
-#: File names per dataset and split, in order of preference (first existing wins).
+#: File names per dataset and split, in order of preference (first existing wins); docs/cli.md
+#: names the distribution each comes from.
 LAYOUTS = {
-    "charades": {
+    "charades": {  # 2D-TAN / the Charades-STA release: txt + Charades csv; or json
         "train": [("charades_txt", "charades_sta_train.txt"), ("charades_json", "charades_sta_train.json"),
                   ("charades_json", "train.json")],
         "test": [("charades_txt", "charades_sta_test.txt"), ("charades_json", "charades_sta_test.json"),
                  ("charades_json", "test.json")],
     },
-    "activitynet": {
+    "activitynet": {  # ActivityNet Captions release names, then 2D-TAN's names of the same files
         "train": [("activitynet", "train.json")],
         "val": [("activitynet", "val_1.json"), ("activitynet", "val.json")],
         "test": [("activitynet", "val_2.json"), ("activitynet", "test.json")],
     },
-    "tacos": {
+    "tacos": {  # 2D-TAN
         "train": [("tacos", "train.json")], "val": [("tacos", "val.json")], "test": [("tacos", "test.json")],
     },
-    "lighthouse": {
-        split: [("lighthouse", f"{split}.jsonl"), ("lighthouse", f"{split}_release.jsonl")]
+    "lighthouse": {  # QVHighlights as distributed with Moment-DETR, then shorter names
+        split: [("lighthouse", f"highlight_{split}_release.jsonl"), ("lighthouse", f"{split}.jsonl"),
+                ("lighthouse", f"{split}_release.jsonl")]
         for split in ("train", "val", "test")
     },
 }

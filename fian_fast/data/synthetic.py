@@ -159,7 +159,8 @@ def write_synthetic(data: SyntheticData, root: str) -> Dict[str, str]:
     * ``charades_json/``: ``charades_sta_{train,test}.json``;
     * ``activitynet/``: ``train.json``, ``val_1.json``, ``val_2.json``;
     * ``tacos/``: ``train.json``, ``val.json``, ``test.json`` (frames at 30 fps);
-    * ``lighthouse/``: ``{train,val,test}.jsonl``;
+    * ``lighthouse/``: ``highlight_{train,val,test}_release.jsonl`` (QVHighlights' names; the test
+      file without ``relevant_windows``, as distributed);
     * features: ``features.h5`` (a dataset per video), ``features_grouped.h5``
       (``f[vid]["c3d_features"]``) and ``features_npy/VID.npy``.
 
@@ -182,7 +183,8 @@ def write_synthetic(data: SyntheticData, root: str) -> Dict[str, str]:
         write_grounding_json(recs, os.path.join(paths["activitynet"], f"{name}.json"))
     for recs, name in ((tr, "train"), (va, "val"), (te, "test")):
         write_tacos(recs, os.path.join(paths["tacos"], f"{name}.json"), fps=30.0)
-        write_lighthouse(recs, os.path.join(paths["lighthouse"], f"{name}.jsonl"))
+        write_lighthouse(recs, os.path.join(paths["lighthouse"], f"highlight_{name}_release.jsonl"),
+                         windows=name != "test")
     paths["features_h5"] = os.path.join(root, "features.h5")
     paths["features_grouped_h5"] = os.path.join(root, "features_grouped.h5")
     with h5py.File(paths["features_h5"], "w") as flat, h5py.File(paths["features_grouped_h5"], "w") as grouped:
