@@ -12,7 +12,7 @@ import os
 import sys
 from typing import List, Optional
 
-from .config import PRESETS
+from .config import LOCALIZATIONS, PRESETS
 
 __all__ = ["main", "build_parser"]
 
@@ -22,6 +22,8 @@ PRESET_OF = {"synthetic": "synthetic", "charades": "charades", "tacos": "tacos",
 #: preset's): enough for R@1,IoU0.5 well above 60 on the synthetic test split within minutes on
 #: two CPU cores.
 SYNTHETIC_EPOCHS = PRESETS["synthetic"]["epochs"]
+#: ``fian_fast.evaluate.PROTOCOLS``, spelled out so that parsing arguments imports neither numpy nor torch
+PROTOCOLS = ("2dtan", "csmgan", "mmn", "moment_detr")
 
 
 class CLIError(Exception):
@@ -35,6 +37,14 @@ def _sizes(text: str):
         raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST video counts, got {text!r}") from None
     if len(sizes) != 3 or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected three positive counts TRAIN,VAL,TEST, got {text!r}")
+    return sizes
+
+
+def _windows(text: str):
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts such as 6,18,32, got {text!r}") from None
     return sizes
 
 
@@ -67,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=("synthetic", "charades", "tacos", "activitynet"),
                    help="config preset (default: the dataset's; lighthouse -> charades)")
     t.add_argument("--video-dim", type=int, help="feature dimension if it differs from the preset's")
+    t.add_argument("--localization", choices=LOCALIZATIONS,
+                   help="localization head (paper Table 5): content (FIAN, the default), tgn or cmin")
+    t.add_argument("--window-sizes", type=_windows, metavar="W1,W2,...",
+                   help="window sizes in frames (default: the preset's); for tgn and cmin the anchor "
+                        "lengths or widths, e.g. CMIN's 6,18,32 for TACoS")
     t.add_argument("--epochs", type=int, help=f"epochs (default: the preset's; synthetic {SYNTHETIC_EPOCHS})")
     t.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
     t.add_argument("--backend", choices=("reference", "fast"), default="fast",
@@ -76,14 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    t.add_argument("--protocol", choices=("2dtan", "csmgan"), default="2dtan", help="validation protocol")
+    t.add_argument("--protocol", choices=PROTOCOLS, default="2dtan", help="validation protocol")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
     e = sub.add_parser("evaluate", help="R@n,IoU@m and mIoU of a checkpoint")
     e.add_argument("--checkpoint", required=True)
     _data_args(e, "test")
-    e.add_argument("--protocol", choices=("2dtan", "csmgan", "all"), default="2dtan",
+    e.add_argument("--protocol", choices=PROTOCOLS + ("all",), default="2dtan",
                    help="evaluation protocol (default 2dtan; see fian_fast.evaluate)")
+    e.add_argument("--nms-threshold", type=float, metavar="T",
+                   help="NMS overlap of the protocols that suppress with one threshold (2dtan, mmn); "
+                        "default: 0.5, mmn on tacos 0.4")
     e.add_argument("--backend", choices=("reference", "fast"))
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -167,6 +185,10 @@ def cmd_train(args) -> int:
     overrides = {"word_dim": source.dim}
     if args.video_dim:
         overrides["video_dim"] = args.video_dim
+    if args.localization:
+        overrides["localization"] = args.localization
+    if args.window_sizes:
+        overrides["window_sizes"] = args.window_sizes
     cfg = FIANConfig.preset(preset, **overrides)
     _set_threads(args.threads, args.device, preset == "synthetic")
     epochs = args.epochs or (SYNTHETIC_EPOCHS if args.dataset == "synthetic" and not args.data_dir else None)
@@ -209,11 +231,20 @@ def _evaluate(checkpoint: str, args, protocols) -> dict:
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
     loader = _loader(ds, args.batch_size or 64, args.workers)
-    return evaluate_model(model, loader, protocols, _thresholds(args.dataset), args.device)
+    return evaluate_model(model, loader, protocols, _thresholds(args.dataset), args.device,
+                          nms_threshold=getattr(args, "nms_threshold", None), dataset=args.dataset)
 
 
 def cmd_evaluate(args) -> int:
-    protocols = ("2dtan", "csmgan") if args.protocol == "all" else (args.protocol,)
+    from .evaluate import SUPPRESSING
+
+    protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
+    if args.nms_threshold is not None:
+        if not 0.0 <= args.nms_threshold <= 1.0:
+            raise CLIError(f"--nms-threshold should be in [0, 1], got {args.nms_threshold}")
+        if not set(protocols) & set(SUPPRESSING):
+            raise CLIError(f"--nms-threshold applies to the protocols {', '.join(SUPPRESSING)}, not {args.protocol} "
+                           f"(csmgan suppresses at m - 0.05 per threshold m, moment_detr not at all)")
     results = _evaluate(args.checkpoint, args, protocols)
     if args.json:
         objs = [r.to_json() for r in results.values()]

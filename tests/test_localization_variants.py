@@ -1,0 +1,246 @@
+"""Table 5 localization variants (``FIANConfig.localization``): FIAN-TGN and FIAN-CMIN beside the
+content-oriented head: candidates, layout, padding, gradients, backends, short-video edges, CLI."""
+import json
+
+import pytest
+import torch
+
+from fian_fast import FIAN, FIANConfig
+from fian_fast.cli import main
+from fian_fast.config import LOCALIZATIONS
+from fian_fast.model.anchor_localization import CMIN_WIDTHS, CMINHead, TGNHead, cmin_candidates, tgn_candidates
+from fian_fast.model.localization import LocalizationHead, build_localization
+from fian_fast.model.loss import clip_candidates
+from fian_fast.reference import iou_label as reference_iou_label
+
+
+def tiny(localization, **overrides) -> FIANConfig:
+    values = dict(video_dim=16, word_dim=12, num_frames=24, max_query_length=8, hidden_size=32, num_heads=4,
+                  ffn_size=64, dropout=0.0, window_sizes=(4, 8, 12), stride_ratio=0.25, localization=localization)
+    values.update(overrides)
+    return FIANConfig.preset("synthetic", **values)
+
+
+def inputs(cfg, video_lengths, query_lengths, lq=None, dtype=torch.float32):
+    B = len(video_lengths)
+    lq = lq or max(query_lengths)
+    return (torch.randn(B, cfg.num_frames, cfg.video_dim, dtype=dtype), torch.tensor(video_lengths),
+            torch.randn(B, lq, cfg.word_dim, dtype=dtype), torch.tensor(query_lengths))
+
+
+# ------------------------------------------------------------------------------- candidates
+def test_tgn_candidates_end_at_each_frame():
+    cand, anchors = tgn_candidates(3, [1, 2])
+    assert cand.dtype == torch.float32 and anchors.dtype == torch.float32
+    assert cand.tolist() == [[0, 1], [-1, 1], [1, 2], [0, 2], [2, 3], [1, 3]]     # candidate t * K + k
+    assert anchors.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_cmin_candidates_are_centred_on_each_frame():
+    cand, anchors = cmin_candidates(3, [1, 2, 3])
+    assert cand.tolist() == [[0, 1], [-0.5, 1.5], [-1, 2], [1, 2], [0.5, 2.5], [0, 3], [2, 3], [1.5, 3.5], [1, 4]]
+    assert anchors.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # CMIN's inclusive frame indices [t - (w-1)/2, t + (w-1)/2] are the same segments (end + 1 here)
+    for w in CMIN_WIDTHS["tacos"]:
+        c, _ = cmin_candidates(40, [w])
+        t = torch.arange(40, dtype=torch.float32)
+        assert torch.equal(c[:, 0], t - (w - 1) / 2) and torch.equal(c[:, 1] - 1, t + (w - 1) / 2)
+
+
+@pytest.mark.parametrize("fn", [tgn_candidates, cmin_candidates])
+@pytest.mark.parametrize("args", [(0, [2]), (4, []), (4, [5]), (4, [0]), (4, [2.0])])
+def test_candidate_arguments_are_checked(fn, args):
+    with pytest.raises(ValueError, match=fn.__name__):
+        fn(*args)
+
+
+def test_build_localization_picks_the_head():
+    for name, cls in (("content", LocalizationHead), ("tgn", TGNHead), ("cmin", CMINHead)):
+        head = build_localization(name, 8, 8, 16, (2, 4), (1, 1), 0.0)
+        assert type(head) is cls and head.candidates.shape[0] == head.anchors.shape[0]
+    with pytest.raises(ValueError, match="build_localization: localization should be one of"):
+        build_localization("2dtan", 8, 8, 16, (2, 4), (1, 1), 0.0)
+
+
+def test_config_counts_the_anchors():
+    for name in LOCALIZATIONS:
+        cfg = tiny(name)
+        assert FIAN(cfg).candidates.shape[0] == cfg.num_candidates
+    assert tiny("tgn").num_candidates == 24 * 3 and tiny("cmin", window_sizes=(6, 18)).num_candidates == 48
+
+
+# ------------------------------------------------------------------------------- the heads
+def test_cmin_output_layout():
+    head = CMINHead(4, 8, 5, (2, 4), 0.0)
+    with torch.no_grad():
+        head.conv.weight.zero_()
+        head.conv.bias.copy_(torch.arange(6.0))
+    logits, offsets = head(torch.randn(2, 5, 4), torch.tensor([5, 3]))
+    assert logits.shape == (2, 10) and offsets.shape == (2, 10, 2)
+    assert torch.equal(logits[0], torch.tensor([0.0, 1.0]).repeat(5))              # channels [0, K)
+    assert torch.equal(offsets[1], torch.tensor([[2.0, 3.0], [4.0, 5.0]]).repeat(5, 1))  # (δs, δe) of anchor k
+
+
+def test_tgn_scores_each_frame_with_one_linear_layer_and_no_offsets():
+    head = TGNHead(4, 8, 5, (2, 4), 0.0)
+    fused = torch.randn(2, 5, 4)
+    lengths = torch.tensor([5, 3])
+    logits, offsets = head(fused, lengths)
+    feats = head.gru(fused, lengths)
+    torch.testing.assert_close(logits.view(2, 5, 2), feats @ head.score.weight.t() + head.score.bias)
+    assert torch.equal(offsets, torch.zeros(2, 10, 2)) and not offsets.requires_grad
+
+
+@pytest.mark.parametrize("localization", ["tgn", "cmin"])
+def test_forward_backward_every_parameter_learns(localization):
+    cfg = tiny(localization)
+    model = FIAN(cfg)
+    out = model(*inputs(cfg, (24, 11, 5), (8, 3, 1)))
+    N = cfg.num_candidates
+    assert out.logits.shape == (3, N) and out.offsets.shape == (3, N, 2) and out.candidates.shape == (N, 2)
+    loss = model.loss(out, torch.tensor([[0.1, 0.5], [0.3, 0.9], [0.0, 1.0]]))
+    loss.total.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+    if localization == "tgn":            # no offsets: eq. 17 is left out of the total
+        assert torch.equal(loss.total, loss.alignment)
+    else:
+        torch.testing.assert_close(loss.total, loss.alignment + cfg.alpha * loss.boundary)
+
+
+@pytest.mark.parametrize("localization", LOCALIZATIONS)
+def test_padding_invariance(localization):
+    cfg = tiny(localization, dropout=0.3)
+    model = FIAN(cfg).eval()
+    video, vl, query, ql = inputs(cfg, [17], [5], lq=5)
+    alone = model(video, vl, query, ql)
+    big_v, big_vl, big_q, big_ql = inputs(cfg, [24, 17, 3], [8, 5, 1], lq=8)
+    big_v[1, :17], big_q[1, :5] = video[0, :17], query[0]
+    big_v[1, 17:] = 1e3
+    big_q[1, 5:] = float("nan")
+    batched = model(big_v, big_vl, big_q, big_ql)
+    assert torch.equal(batched.valid[1], alone.valid[0])
+    v = alone.valid[0]
+    torch.testing.assert_close(batched.logits[1][v], alone.logits[0][v], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched.offsets[1][v], alone.offsets[0][v], atol=1e-5, rtol=0)
+    d = torch.tensor([8.5])
+    one = model.decode(alone, d)
+    many = model.decode(batched, torch.tensor([3.0, 8.5, 1.0]))
+    assert torch.equal(many.indices[1], one.indices[0])
+    torch.testing.assert_close(many.segments[1], one.segments[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("localization", ["tgn", "cmin"])
+def test_padded_inputs_get_zero_gradient(localization):
+    cfg = tiny(localization, dropout=0.2)
+    model = FIAN(cfg).train()
+    video, vl, query, ql = inputs(cfg, [24, 9, 2], [8, 3, 1])
+    video.requires_grad_(True)
+    query.requires_grad_(True)
+    out = model(video, vl, query, ql)
+    (out.logits * torch.randn_like(out.logits)).sum().add(out.offsets.sum()).backward()
+    for x, lengths in ((video, vl), (query, ql)):
+        pad = torch.arange(x.shape[1])[None, :] >= lengths[:, None]
+        assert torch.equal(x.grad[pad], torch.zeros_like(x.grad[pad]))
+        assert (x.grad[~pad].abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("head_cls", [TGNHead, CMINHead])
+def test_float64_gradcheck_of_the_head(head_cls):
+    torch.manual_seed(0)
+    head = head_cls(3, 4, 6, (2, 3), 0.0).double()
+    fused = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 4])
+
+    def fn(x):
+        logits, offsets = head(x, lengths)
+        return logits, offsets
+
+    assert torch.autograd.gradcheck(fn, (fused,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("localization", LOCALIZATIONS)
+def test_fast_and_reference_backends_agree(localization):
+    cfg = tiny(localization)
+    torch.manual_seed(1)
+    ref = FIAN(cfg, backend="reference").eval()
+    fast = FIAN(cfg, backend="fast").eval()
+    fast.load_state_dict(ref.state_dict())
+    args = inputs(cfg, [24, 13, 4], [8, 4, 2])
+    gt = torch.tensor([[0.2, 0.6], [0.0, 0.4], [0.5, 1.0]])
+    a, b = ref(*args), fast(*args)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.offsets, a.offsets, atol=1e-5, rtol=1e-5)
+    la, lb = ref.loss(a, gt), fast.loss(b, gt)
+    for x, y in zip(la, lb):
+        torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
+    durations = torch.tensor([12.0, 6.5, 2.0])
+    pa, pb = ref.decode(a, durations), fast.decode(b, durations)
+    assert torch.equal(pb.indices, pa.indices)
+    torch.testing.assert_close(pb.segments, pa.segments, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------- edges of a short video
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("localization", LOCALIZATIONS)
+def test_candidates_at_the_edges_of_a_short_video(localization, backend):
+    """A 3-frame video in a 24-frame sequence, windows (4, 8) all longer than the video."""
+    cfg = tiny(localization, window_sizes=(4, 8))
+    model = FIAN(cfg, backend=backend).eval()
+    L = 3
+    out = model(*inputs(cfg, [L, 24], [2, 3]))
+    cand, anchors = out.candidates, model.localization.anchors
+    if localization == "content":
+        assert torch.equal(out.valid[0], cand[:, 0] < L)                  # windows starting inside the video
+        assert int(out.valid[0].sum()) == 5                                # starts 0, 1, 2 (stride 1) and 0, 2 (stride 2)
+    else:
+        # scored from a real frame: t < L. TGN's [0, 4) anchored at frame 3 starts inside the video but
+        # is scored from a padded frame, so it is not valid
+        assert torch.equal(out.valid[0], anchors < L) and int(out.valid[0].sum()) == L * 2
+        if localization == "tgn":
+            n = 3 * 2                                                      # frame 3, length 4
+            assert cand[n].tolist() == [0.0, 4.0] and not out.valid[0, n]
+    clipped = clip_candidates(cand, out.video_lengths)[0][out.valid[0]]
+    assert clipped.min() >= 0 and clipped.max() <= L and (clipped[:, 1] > clipped[:, 0]).all()
+    # the whole video as ground truth: the clipped candidates covering it are exact positives
+    iou, positive, _ = reference_iou_label(clip_candidates(cand, out.video_lengths), torch.tensor([[0.0, L], [0, 24.0]]),
+                                           cfg.tau)
+    assert (iou[0][out.valid[0]] == 1).any() and positive[0][out.valid[0]].any()
+    loss = model.loss(out, torch.tensor([[0.0, 1.0], [0.25, 0.5]]))
+    assert all(torch.isfinite(x) for x in loss)
+    pred = model.decode(out, torch.tensor([1.5, 12.0]), top_n=4, nms_threshold=0.5)
+    kept = pred.indices[0][pred.indices[0] >= 0]
+    assert len(kept) >= 1 and out.valid[0, kept].all()
+    segs = pred.segments[0][: len(kept)]
+    assert segs.min() >= 0 and segs.max() <= 1.5 + 1e-6
+    if localization == "tgn":            # no regression: a prediction is its candidate clipped to the video
+        want = clip_candidates(cand, out.video_lengths)[0][kept] / L * 1.5
+        torch.testing.assert_close(segs, want)
+
+
+# ------------------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("localization", LOCALIZATIONS)
+def test_cli_trains_and_evaluates_each_variant(localization, tmp_path, capsys):
+    run = str(tmp_path / localization)
+    code = main(["train", "--dataset", "synthetic", "--synthetic-size", "8,3,3", "--epochs", "1", "--batch-size", "16",
+                 "--localization", localization, "--window-sizes", "4,8", "--out", run, "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    state = torch.load(f"{run}/best.pt", map_location="cpu", weights_only=False)
+    assert state["config"]["localization"] == localization and state["config"]["window_sizes"] == [4, 8]
+    code = main(["evaluate", "--checkpoint", f"{run}/best.pt", "--protocol", "all", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["protocol"] for r in results] == ["2dtan", "csmgan", "mmn", "moment_detr"]
+    assert all(r["num_queries"] > 0 and all(0 <= v <= 100 for v in r["metrics"].values()) for r in results)
+
+
+def test_cli_rejects_a_bad_window_list(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "synthetic", "--window-sizes", "4,x", "--out", str(tmp_path)])
+    assert "--window-sizes" in capsys.readouterr().err
+    code = main(["train", "--dataset", "synthetic", "--localization", "cmin", "--window-sizes", "4,99",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 1 and "FIANConfig.window_sizes" in capsys.readouterr().err
