@@ -304,8 +304,22 @@ def _cga_gate_bwd_kernel(
 
 def _launch(kernel):
     """The kernel, wrapped so that ``torch.library.triton_op`` bodies trace under torch.compile
-    (eagerly it launches as is)."""
-    return torch.library.wrap_triton(kernel)
+    (eagerly it launches as is).
+
+    Under ``TRITON_INTERPRET=1`` ``triton.jit`` gives the interpreter's function, not a
+    ``JITFunction``; torch 2.11 (with Triton 3.6) refuses to wrap it, torch 2.14 accepts it.
+    Refused, it is launched as it is: eager calls work, tracing does not (the interpreter runs
+    no compiled code in any case). A compiled kernel that is refused is an error.
+    """
+    try:
+        return torch.library.wrap_triton(kernel)
+    except RuntimeError:
+        from triton.runtime.autotuner import Autotuner
+        from triton.runtime.jit import JITFunction
+
+        if isinstance(kernel, (JITFunction, Autotuner)):
+            raise
+        return kernel
 
 
 def _on_device_of(t: torch.Tensor):
@@ -368,7 +382,9 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
     bwd_m = (32 if bwd_n <= 128 else 16) if kind == "half" else 16
     bwd_m = _block(Lq, 16, max(16, bwd_m // shrink))
     bwd = dict(BLOCK_M=bwd_m, BLOCK_N=bwd_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=_WARPS, WRITE_DQ=fused)
-    dq = None if fused else dict(BLOCK_M=_block(Lq, 16, max(16, 32 // shrink)), BLOCK_N=bwd_n, BLOCK_D=block_d,
+    # the 3xTF32 dQ pass keeps three operand copies: 16 query rows fit 255 registers with Triton 3.6
+    dq_m = 16 if kind == "tf32x3" else 32
+    dq = None if fused else dict(BLOCK_M=_block(Lq, 16, max(16, dq_m // shrink)), BLOCK_N=bwd_n, BLOCK_D=block_d,
                                  DOT_PRECISION=prec, num_warps=_WARPS)
     return {"fwd": fwd, "bwd": bwd, "dq": dq}
 
