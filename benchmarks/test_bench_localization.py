@@ -7,13 +7,19 @@ numpy IoU, stopping after top_n kept. The fast path is two calls: ``ops.iou_labe
 batch and ``ops.decode`` (refine + sigmoid + NMS + seconds in one kernel per batch).
 
 TACoS preset: T = 200, windows [8, 16, 32, 64] with stride k / 8 -> 347 candidates, B = 128.
+
+On a GPU (marked cuda) the baseline starts from the batch on the device, as a training or
+evaluation loop has it: the copy to the host is part of its time. The fast path runs with
+``validate=False`` (the data were checked where they entered); its kernel launches are counted
+with ``torch.profiler`` (target: at most 3) and it runs under
+``torch.cuda.set_sync_debug_mode("error")``, which raises on any host synchronization.
 """
 import numpy as np
 import pytest
 import torch
 
 from fian_fast import ops, reference
-from fian_fast._extension import has_ops
+from fian_fast._extension import has_cuda_ops, has_ops
 from fian_fast.config import FIANConfig
 
 pytestmark = pytest.mark.skipif(not has_ops(), reason="fian_fast._C is not built")
@@ -68,9 +74,10 @@ def field_style(cfg, t, top_n=5, nms_threshold=0.5):
     return labels, results
 
 
-def fast(cfg, t, top_n=5, nms_threshold=0.5):
-    labels = ops.iou_label(t["cand"], t["gt"], cfg.tau)
-    decoded = ops.decode(t["cand"], t["logits"], t["offsets"], t["lengths"], t["durations"], nms_threshold, top_n)
+def fast(cfg, t, top_n=5, nms_threshold=0.5, validate=True):
+    labels = ops.iou_label(t["cand"], t["gt"], cfg.tau, validate=validate)
+    decoded = ops.decode(t["cand"], t["logits"], t["offsets"], t["lengths"], t["durations"], nms_threshold, top_n,
+                         validate=validate)
     return labels, decoded
 
 
@@ -104,3 +111,50 @@ def test_bench_labels_nms_decode_cpu(benchmark, timeit, report_ratio):
     print(f"\nlabels+NMS+decode CPU: field-style {ref_s * 1e3:.3f} ms, fian_fast {fast_s * 1e3:.3f} ms "
           f"({threads} threads, x{ratio:.1f}), {fast1_s * 1e3:.3f} ms (1 thread, x{ratio1:.1f})")
     assert max(ratio, ratio1) > 1.0
+
+
+def _kernel_launches(fn):
+    """CUDA kernels launched by one call of ``fn`` (copies and memsets not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.lower().startswith(("memcpy", "memset"))]
+    return kernels
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not has_cuda_ops(), reason="fian_fast._C built without CUDA")
+def test_bench_labels_nms_decode_cuda(benchmark, timeit, report_ratio):
+    cfg, t_cpu = _inputs()
+    t = {k: v.cuda() for k, v in t_cpu.items()}
+    (iou, pos, _), (seg, score, idx) = fast(cfg, t, validate=False)
+    (iou_c, pos_c, _), (seg_c, score_c, idx_c) = fast(cfg, t_cpu)
+    assert torch.equal(idx.cpu(), idx_c) and torch.equal(pos.cpu(), pos_c)  # integer outputs match exactly
+    torch.testing.assert_close(iou.cpu(), iou_c, rtol=1e-6, atol=1e-6)
+
+    def baseline():
+        return field_style(cfg, {k: v.cpu() for k, v in t.items()})
+
+    def fused():
+        return fast(cfg, t, validate=False)
+
+    launches = _kernel_launches(fused)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fused()  # raises if anything waits on the device
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref_s = timeit(baseline, "cuda", warmup=2, repeat=7)
+    fast_s = timeit(fused, "cuda", warmup=5, repeat=50)
+    ratio = report_ratio("labels+NMS+decode TACoS B=128 (vs numpy loop)", "cuda", ref_s, fast_s, benchmark)
+    benchmark.extra_info.update({"kernel_launches": len(launches), "kernels": sorted(set(launches)),
+                                 "target_speedup": 50, "target_launches": 3})
+    print(f"\nlabels+NMS+decode CUDA: field-style {ref_s * 1e3:.3f} ms, fian_fast {fast_s * 1e3:.3f} ms "
+          f"(x{ratio:.1f}), {len(launches)} kernel launches: {launches}")
+    benchmark.pedantic(lambda: (fused(), torch.cuda.synchronize()), rounds=50, iterations=1, warmup_rounds=5)
+    assert len(launches) <= 3, launches
