@@ -1,7 +1,16 @@
-"""Argument checks shared by every public entry point.
+"""Every Python argument check of fian_fast: the one home of validation.
 
 Each check raises ``ValueError`` naming the function, the argument, what was expected and what
 was received.
+
+Two kinds of checks:
+
+* **metadata** (type, rank, shape, dtype, device, Python scalars): free, made at every entry point;
+* **values** (NaN, ranges, start <= end): they read the data, which on a GPU waits for it. They are
+  made once, where data enters: the data loader (:func:`check_batch`, on the host before the
+  transfer) and the public API. Internal callers that already checked their inputs (the model,
+  the trainer, the evaluator) pass ``validate=False`` and skip them; a training step then never
+  reads the device. Value checks are also skipped while ``torch.compile`` traces (no data then).
 """
 from __future__ import annotations
 
@@ -11,7 +20,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 __all__ = ["check_tensor", "check_lengths", "check_finite", "check_same_device", "check_fraction",
-           "check_intervals", "check_no_nan", "check_data"]
+           "check_intervals", "check_no_nan", "check_data", "check_top", "check_valid", "check_windows",
+           "check_length_range", "check_batch", "check_all_finite", "check_gt"]
 
 
 def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optional[int] = None,
@@ -35,22 +45,57 @@ def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optiona
     return t
 
 
-def check_lengths(fn: str, name: str, lengths, batch: int, max_len: int, min_len: int = 1) -> torch.Tensor:
-    """``lengths`` is an integer tensor [batch] with values in [min_len, max_len]."""
+def check_lengths(fn: str, name: str, lengths, batch: int, max_len: int, min_len: int = 1,
+                  validate: bool = True) -> torch.Tensor:
+    """``lengths`` is an integer tensor [batch] (metadata, always) with values in
+    [min_len, max_len] (a value check: only with ``validate``)."""
     check_tensor(fn, name, lengths, dim=1, floating=False, shape=(batch,))
-    if lengths.numel():
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < min_len or hi > max_len:
-            raise ValueError(f"{fn}: {name} should lie in [{min_len}, {max_len}], got values in [{lo}, {hi}]")
+    if lengths.dtype == torch.bool:
+        raise ValueError(f"{fn}: {name} should be an integer tensor, got {lengths.dtype}")
+    if validate:
+        check_length_range(fn, ((name, lengths, min_len, max_len),))
     return lengths
+
+
+def check_length_range(fn: str, entries) -> None:
+    """Value check of integer tensors: ``entries`` are ``(name, lengths, lo, hi)``; every value
+    must lie in [lo, hi]. One host read for all of them."""
+    if _compiling():
+        return
+    entries = [e for e in entries if e[1].numel()]
+    if not entries:
+        return
+    stats = torch.stack([f(t).to(torch.int64) for _, t, _, _ in entries for f in (torch.min, torch.max)]).tolist()
+    for i, (name, _, lo, hi) in enumerate(entries):
+        got_lo, got_hi = stats[2 * i], stats[2 * i + 1]
+        if got_lo < lo or got_hi > hi:
+            raise ValueError(f"{fn}: {name} should lie in [{lo}, {hi}], got values in [{got_lo}, {got_hi}]")
 
 
 def check_finite(fn: str, name: str, t: torch.Tensor) -> torch.Tensor:
     """No NaN or infinity in ``t`` (a sync on CUDA: call it once at an entry point)."""
+    if _compiling():
+        return t
     if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{fn}: {name} should be finite, got {bad} NaN or infinite values")
     return t
+
+
+def check_all_finite(fn: str, named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """No NaN or infinity in any of the (name, tensor) pairs, with one host read when they pass:
+    a sum is finite when every term is (and far cheaper than ``isfinite().all()``); a sum that
+    overflowed without a bad value passes the exact check made only then."""
+    if _compiling():
+        return
+    named = [(n, t) for n, t in named if t.is_floating_point() and t.numel()]
+    if not named:
+        return
+    flags = torch.stack([~torch.isfinite(t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32))
+                         for _, t in named])
+    if bool(flags.any()):
+        for name, t in named:
+            check_finite(fn, name, t)
 
 
 def check_same_device(fn: str, **tensors: torch.Tensor) -> None:
@@ -122,3 +167,96 @@ def check_data(fn: str, intervals: Sequence[Tuple[str, torch.Tensor]] = (),
     for flag, message in extra:
         if bool(flag):
             raise ValueError(f"{fn}: {message()}")
+
+
+def check_top(fn: str, name: str, value) -> int:
+    """``value`` is a Python int >= 1 (a top-k width)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{fn}: {name} should be an int >= 1, got {value!r}")
+    return value
+
+
+def check_valid(fn: str, valid: Optional[torch.Tensor], B: int, N: int) -> None:
+    """``valid`` is None or a bool Tensor[B, N]."""
+    if valid is None:
+        return
+    check_tensor(fn, "valid", valid, dim=2, shape=(B, N))
+    if valid.dtype != torch.bool:
+        raise ValueError(f"{fn}: valid should be a bool tensor, got {valid.dtype}")
+
+
+def check_windows(fn: str, num_frames, window_sizes, strides) -> tuple:
+    """The multi-scale window configuration; returns ``(num_frames, sizes, strides)`` as ints.
+
+    Raises ValueError naming the argument when ``num_frames < 1``, a window size is outside
+    ``[1, num_frames]``, a stride is below 1, or the two lists differ in length.
+    """
+    if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+        raise ValueError(f"{fn}: num_frames should be a positive int, got {num_frames!r}")
+    sizes, steps = list(window_sizes), list(strides)
+    if not sizes:
+        raise ValueError(f"{fn}: window_sizes should hold at least one size, got {window_sizes!r}")
+    if len(sizes) != len(steps):
+        raise ValueError(f"{fn}: window_sizes and strides should have one length, got "
+                         f"{len(sizes)} sizes {sizes} and {len(steps)} strides {steps}")
+    for k in sizes:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= num_frames:
+            raise ValueError(f"{fn}: window_sizes should be ints in [1, num_frames={num_frames}], got {sizes}")
+    for s in steps:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 1:
+            raise ValueError(f"{fn}: strides should be ints >= 1, got {steps}")
+    return num_frames, sizes, steps
+
+
+def check_gt(fn: str, gt: torch.Tensor) -> None:
+    """Value check of ground truth fractions ``gt`` [B, 2]: finite, in [0, 1], start <= end; one
+    host read when they hold."""
+    if _compiling() or not gt.numel():
+        return
+    finite = torch.isfinite(gt)
+    outside = finite & ((gt < 0) | (gt > 1))
+    crossed = gt[:, 0] > gt[:, 1]
+
+    def first(mask: torch.Tensor) -> int:
+        return int(torch.nonzero(mask.reshape(mask.shape[0], -1).any(1))[0, 0])
+
+    check_data(fn, extra=(((~finite).any(),
+                           lambda: f"gt should be finite, got {int((~finite).sum())} NaN or infinite values "
+                                   f"(first at row {first(~finite)})"),
+                          (outside.any(),
+                           lambda: f"gt should lie in [0, 1], got {gt[first(outside)].tolist()} at row {first(outside)}"),
+                          (crossed.any(),
+                           lambda: f"gt should have start <= end, got {gt[first(crossed)].tolist()} at row "
+                                   f"{first(crossed)}")))
+
+
+def check_batch(fn: str, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
+                query_lengths: torch.Tensor, gt: Optional[torch.Tensor] = None,
+                durations: Optional[torch.Tensor] = None) -> None:
+    """Value checks of a batch where it enters (the loader, on the host): lengths within the
+    padded sizes, finite frames and words in use, ground truth in [0, 1] with start <= end,
+    finite positive durations. Metadata is checked as well."""
+    check_tensor(fn, "video", video, dim=3, floating=True)
+    B, Lv = video.shape[0], video.shape[1]
+    check_tensor(fn, "query", query, dim=3, floating=True, shape=(B,))
+    check_lengths(fn, "video_lengths", video_lengths, B, Lv, validate=False)
+    check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1], validate=False)
+    check_length_range(fn, (("video_lengths", video_lengths, 1, Lv), ("query_lengths", query_lengths, 1, query.shape[1])))
+    for name, x, lengths in (("video", video, video_lengths), ("query", query, query_lengths)):
+        used = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        bad = ~torch.isfinite(x) & used[..., None]
+        if x.numel() and bool(bad.any()):
+            b, t = (int(i) for i in torch.nonzero(bad)[0, :2])
+            raise ValueError(f"{fn}: {name} should be finite at its {_unit(name)} in use, got "
+                             f"{int(bad.sum())} NaN or infinite values (first at sample {b}, {_unit(name)[:-1]} {t})")
+    if gt is not None:
+        check_tensor(fn, "gt", gt, dim=2, floating=True, shape=(B, 2))
+        check_gt(fn, gt)
+    if durations is not None:
+        check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(B,))
+        if durations.numel() and not bool((torch.isfinite(durations) & (durations > 0)).all()):
+            raise ValueError(f"{fn}: durations should be finite and > 0 seconds, got {durations.tolist()}")
+
+
+def _unit(name: str) -> str:
+    return "frames" if name == "video" else "words"

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from fian_fast.ops import cga
+from fian_fast.ops import CGAWeights, cga
 from fian_fast.reference.cga import cga as cga_reference
 from fian_fast.reference.cga import length_mask
 
@@ -35,7 +35,7 @@ def _make(B, Lq, Lk, d, separate=False, dtype=torch.float32, device="cpu", seed=
 
 def _call(fn, t, ql, kl, heads, **kw):
     extra = t[10:] if len(t) > 10 else [None, None]
-    return fn(t[0], t[1], ql, kl, *t[2:10], heads, *extra, **kw)
+    return fn(t[0], t[1], ql, kl, CGAWeights(*t[2:10], *extra), heads, **kw)
 
 
 # ---- CPU: the wrapper runs the reference ------------------------------------------------------
@@ -68,9 +68,8 @@ def test_import_and_cpu_call_do_not_import_triton():
     code = ("import sys, torch, fian_fast\n"
             "from fian_fast.ops import cga\n"
             "d = 8\n"
-            "w = [torch.randn(d, d) for _ in range(6)]\n"
-            "cga(torch.randn(1, 2, d), torch.randn(1, 3, d), torch.tensor([2]), torch.tensor([3]), *w,\n"
-            "    torch.zeros(d), torch.zeros(d), 2)\n"
+            "w = fian_fast.ops.CGAWeights(*[torch.randn(d, d) for _ in range(6)], torch.zeros(d), torch.zeros(d))\n"
+            "cga(torch.randn(1, 2, d), torch.randn(1, 3, d), torch.tensor([2]), torch.tensor([3]), w, 2)\n"
             "assert 'triton' not in sys.modules, 'triton imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -78,7 +77,8 @@ def test_import_and_cpu_call_do_not_import_triton():
 def _bad_cases():
     B, Lq, Lk, d = 2, 4, 5, 8
     t, ql, kl = _make(B, Lq, Lk, d)
-    base = dict(zip(NAMES[:10], t), query_lengths=ql, key_lengths=kl, num_heads=2)
+    weights = CGAWeights(*t[2:10])
+    base = dict(query=t[0], key_value=t[1], weights=weights, query_lengths=ql, key_lengths=kl, num_heads=2)
     cases = {
         "query": torch.randn(Lq, d),
         "key_value": torch.randn(B, Lk, d + 1),
@@ -92,8 +92,13 @@ def _bad_cases():
     }
     for name, bad in cases.items():
         kw = dict(base)
-        kw[name] = bad
+        if name in CGAWeights._fields:
+            kw["weights"] = weights._replace(**{name: bad})
+        else:
+            kw[name] = bad
         yield pytest.param(kw, name, id=name)
+    kw = dict(base, weights=tuple(weights))
+    yield pytest.param(kw, "weights should be a CGAWeights", id="weights-not-a-bundle")
     kw = dict(base, query_lengths=ql.float())
     yield pytest.param(kw, "query_lengths", id="float-lengths")
     kw = dict(base, num_heads=0)
@@ -145,9 +150,9 @@ def test_opcheck_schema_and_autograd_registration(name):
 
 # ---- CUDA: the fused Triton path ----------------------------------------------------------------
 
-def _cga_same_precision(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v,
-                        b_gate, b_info, num_heads, w_info_q=None, w_info_v=None):
+def _cga_same_precision(query, key_value, query_lengths, key_lengths, weights, num_heads):
     """eq. 4-6 in plain PyTorch with every op in the input dtype (no upcast): the error baseline."""
+    w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate, b_info, w_info_q, w_info_v = weights
     B, Lq, d = query.shape
     Lk, dk = key_value.shape[1], d // num_heads
     q = (query @ w_q.t()).view(B, Lq, num_heads, dk).transpose(1, 2)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fian_fast.ops  # noqa: F401  (registers nothing; the Triton path registers on first use)
-from fian_fast.ops.cga import cga_triton
+from fian_fast.ops.cga import CGAWeights, cga_triton
 from fian_fast.reference.cga import cga as cga_reference
 from fian_fast.reference.cga import cross_modal_attention, information_gate
 
@@ -39,7 +39,7 @@ def _params(separate, generator, dtype=torch.float64):
 
 def _call(fn, query, key_value, ql, kl, params, **kw):
     w, b, wi = params[:6], params[6:8], params[8:]
-    return fn(query, key_value, ql, kl, *w, *b, HEADS, *(wi or [None, None]), **kw)
+    return fn(query, key_value, ql, kl, CGAWeights(*w, *b, *(wi or [None, None])), HEADS, **kw)
 
 
 def _inputs(B, Lq, Lk, ql, kl, separate, seed=0):
@@ -383,7 +383,8 @@ def test_heads_wider_than_the_widest_tile_are_refused():
     b = [torch.zeros(d, device=DEVICE) for _ in range(2)]
     ql, kl = torch.tensor([2], device=DEVICE), torch.tensor([3], device=DEVICE)
     with pytest.raises(ValueError, match="num_heads"):
-        cga_triton(torch.randn(1, 2, d, device=DEVICE), torch.randn(1, 3, d, device=DEVICE), ql, kl, *w, *b, 1)
+        cga_triton(torch.randn(1, 2, d, device=DEVICE), torch.randn(1, 3, d, device=DEVICE), ql, kl,
+                   CGAWeights(*w, *b), 1)
 
 
 def test_strided_biases():

@@ -8,6 +8,7 @@ from fian_fast import FIAN, FIANConfig, FIANOutput, Prediction
 from fian_fast.config import VARIANTS
 from fian_fast.model.cga import CGA, SoftAttention
 from fian_fast.model.integration import VideoEnhancedIntegration, fusion_width
+from fian_fast.reference.cga import CGAWeights
 from fian_fast.reference.cga import cga as reference_cga
 from fian_fast.reference import window_candidates
 
@@ -163,8 +164,9 @@ def test_cga_module_is_the_reference_function():
         block = CGA(16, 4, gate)
         q, v = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
         ql, vl = torch.tensor([5, 2]), torch.tensor([7, 3])
-        want = reference_cga(q, v, ql, vl, block.w_q, block.w_k, block.w_v, block.w_o, block.w_gate_q,
-                                 block.w_gate_v, block.b_gate, block.b_info, 4, block.w_info_q, block.w_info_v)
+        weights = CGAWeights(block.w_q, block.w_k, block.w_v, block.w_o, block.w_gate_q, block.w_gate_v,
+                             block.b_gate, block.b_info, block.w_info_q, block.w_info_v)
+        want = reference_cga(q, v, ql, vl, weights, 4)
         assert torch.equal(block(q, v, ql, vl), want)
 
 

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
+from ..reference.cga import CGAWeights, cross_modal_attention, length_mask
 from ..reference.cga import cga as reference_cga
-from ..reference.cga import cross_modal_attention, length_mask
 from ._dispatch import fast_op
 
 __all__ = ["CGA", "CMA", "SoftAttention", "build_attention"]
@@ -68,10 +68,16 @@ class CGA(CMA):
                 key_lengths: torch.Tensor) -> torch.Tensor:
         """query [B, Lq, d_h], key_value [B, Lk, d_h], lengths int64 [B] -> [B, Lq, d_h],
         zero at padded query rows."""
-        op = (fast_op("cga", query.device) if self.backend == "fast" else None) or reference_cga
-        return op(query, key_value, query_lengths, key_lengths, self.w_q, self.w_k, self.w_v, self.w_o,
-                  self.w_gate_q, self.w_gate_v, self.b_gate, self.b_info, self.num_heads,
-                  self.w_info_q, self.w_info_v)
+        op = fast_op("cga", query.device) if self.backend == "fast" else None
+        if op is not None:   # lengths were checked where they entered the model
+            return op(query, key_value, query_lengths, key_lengths, self.weights, self.num_heads, validate=False)
+        return reference_cga(query, key_value, query_lengths, key_lengths, self.weights, self.num_heads)
+
+    @property
+    def weights(self) -> CGAWeights:
+        """The block's parameters as the :class:`~fian_fast.reference.cga.CGAWeights` of the op."""
+        return CGAWeights(self.w_q, self.w_k, self.w_v, self.w_o, self.w_gate_q, self.w_gate_v, self.b_gate,
+                          self.b_info, self.w_info_q, self.w_info_v)
 
 
 class SoftAttention(nn.Module):

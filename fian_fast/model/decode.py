@@ -35,5 +35,9 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         candidates [N, 2] frames; logits [B, N]; offsets [B, N, 2] frames; video_lengths int64 [B];
         durations float [B] seconds; valid bool [B, N] or None.
     """
-    fn = (fast_op("decode", logits.device) if backend == "fast" else None) or reference_decode
-    return Prediction(*fn(candidates, logits, offsets, video_lengths, durations, iou_threshold, top_n, valid))
+    op = fast_op("decode", logits.device) if backend == "fast" else None
+    if op is not None:   # the model's own tensors, checked where they entered: no value checks
+        return Prediction(*op(candidates, logits, offsets, video_lengths, durations, iou_threshold, top_n, valid,
+                              validate=False))
+    return Prediction(*reference_decode(candidates, logits, offsets, video_lengths, durations, iou_threshold, top_n,
+                                        valid))

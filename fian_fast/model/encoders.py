@@ -1,19 +1,19 @@
 """Query and video representations (paper section 3.2, eq. 1-3).
 
-Every padded word or frame is masked: packed BiGRUs never read padding, the video
-self-attention never attends to it, and padded output rows are exactly zero.
+Every padded word or frame is masked: the BiGRUs never carry padding into a valid position, the
+video self-attention never attends to it, and padded output rows are exactly zero.
 """
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..reference.cga import length_mask
 
-__all__ = ["BiGRU", "QueryEncoder", "VideoEncoder", "zero_padding"]
+__all__ = ["BiGRU", "QueryEncoder", "VideoEncoder", "zero_padding", "reverse_within_lengths"]
 
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -26,26 +26,66 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+class _GRUParameters(nn.Module):
+    """The parameters of a one-layer bidirectional ``nn.GRU`` under its names (``weight_ih_l0``,
+    ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` and their ``_reverse`` twins) and with its
+    initialization, so state dicts load either way; the module is not an ``nn.GRU``, which
+    ``torch.compile`` refuses to trace."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        bound = 1.0 / math.sqrt(hidden_size)
+        for suffix in ("", "_reverse"):
+            for name, shape in (("weight_ih_l0", (3 * hidden_size, input_size)),
+                                ("weight_hh_l0", (3 * hidden_size, hidden_size)),
+                                ("bias_ih_l0", (3 * hidden_size,)), ("bias_hh_l0", (3 * hidden_size,))):
+                self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+
+    def direction(self, reverse: bool) -> List[torch.Tensor]:
+        suffix = "_reverse" if reverse else ""
+        return [getattr(self, name + suffix) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, L, C] with each sample's first ``lengths[b]`` rows reversed and its padding rows
+    left in place (an involution: applying it twice gives ``x`` back)."""
+    L = x.shape[1]
+    t = torch.arange(L, device=x.device)[None, :]
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)         # [B, L]
+    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[2]))
+
+
 class BiGRU(nn.Module):
-    """Bidirectional GRU over packed sequences (eq. 1-3): ``h_i = [h_i^f; h_i^b]``.
+    """Bidirectional GRU over padded sequences (eq. 1-3): ``h_i = [h_i^f; h_i^b]``.
+
+    No packing: the forward direction runs over the padded sequence (its output at a valid step
+    depends only on the steps before it); the backward direction runs forward over each sample
+    reversed within its own length (:func:`reverse_within_lengths`), and its output is reversed
+    back. At every valid position the result equals a packed ``nn.GRU``'s, and the lengths never
+    leave the device, so the step can be compiled whole or captured in a CUDA graph. Rows
+    ``>= lengths[b]`` are exactly zero.
 
     ``hidden_size`` is the width of the concatenated output (``hidden_size // 2`` per direction,
-    see :mod:`fian_fast.config`).
+    see :mod:`fian_fast.config`). The parameters carry ``nn.GRU``'s names under ``.gru``.
     """
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(input_size, hidden_size // 2, batch_first=True, bidirectional=True)
+        self.gru = _GRUParameters(input_size, hidden_size // 2)
+
+    def _direction(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+        h0 = x.new_zeros((1, x.shape[0], self.gru.hidden_size))
+        out, _ = torch._VF.gru(x, h0, self.gru.direction(reverse), True, 1, 0.0, self.training, False, True)
+        return out
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: [B, L, input_size]; lengths: int [B] in [1, L]; ``cpu_lengths`` the same on the CPU
-        if the caller has it (packing needs CPU lengths: a CUDA copy here would stall the stream).
+        """x: [B, L, input_size]; lengths: int [B] in [1, L], on the device of ``x``
+        (``cpu_lengths`` is ignored: nothing here needs the lengths on the host).
         Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
-        cpu_lengths = lengths.detach().cpu() if cpu_lengths is None else cpu_lengths
-        packed = pack_padded_sequence(x, cpu_lengths.to(torch.int64), batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out
+        forward = self._direction(x, reverse=False)
+        backward = reverse_within_lengths(self._direction(reverse_within_lengths(x, lengths), reverse=True), lengths)
+        return zero_padding(torch.cat([forward, backward], dim=-1), lengths)
 
 
 class QueryEncoder(nn.Module):
@@ -56,11 +96,10 @@ class QueryEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gru = BiGRU(word_dim, hidden_size)
 
-    def forward(self, query: torch.Tensor, query_lengths: torch.Tensor,
-                cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """query: float [B, Lq, word_dim] (padding already zeroed); query_lengths: int64 [B]
-        (``cpu_lengths``: optional CPU copy). Returns ``h_q`` float [B, Lq, d_h], zero at padded words."""
-        return self.gru(self.dropout(query), query_lengths, cpu_lengths)
+    def forward(self, query: torch.Tensor, query_lengths: torch.Tensor) -> torch.Tensor:
+        """query: float [B, Lq, word_dim] (padding already zeroed); query_lengths: int64 [B].
+        Returns ``h_q`` float [B, Lq, d_h], zero at padded words."""
+        return self.gru(self.dropout(query), query_lengths)
 
 
 class VideoEncoder(nn.Module):
@@ -75,12 +114,11 @@ class VideoEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gru = BiGRU(hidden_size, hidden_size)
 
-    def forward(self, video: torch.Tensor, video_lengths: torch.Tensor,
-                cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """video: float [B, Lv, video_dim] (padding already zeroed); video_lengths: int64 [B]
-        (``cpu_lengths``: optional CPU copy). Returns ``h_v`` float [B, Lv, d_h], zero at padded frames."""
+    def forward(self, video: torch.Tensor, video_lengths: torch.Tensor) -> torch.Tensor:
+        """video: float [B, Lv, video_dim] (padding already zeroed); video_lengths: int64 [B].
+        Returns ``h_v`` float [B, Lv, d_h], zero at padded frames."""
         x = self.dropout(self.proj(video))
         pad = ~length_mask(video_lengths, x.shape[1])          # True = never attended
         attended, _ = self.attn(x, x, x, key_padding_mask=pad, need_weights=False)
         x = zero_padding(self.norm(x + self.dropout(attended)), video_lengths)
-        return self.gru(x, video_lengths, cpu_lengths)
+        return self.gru(x, video_lengths)

@@ -43,8 +43,10 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float,
         iou float [B, N], positive bool [B, N], offset_targets float [B, N, 2] = gt - candidate
         (δs, δe of eq. 17), frames.
     """
-    fn = (fast_op("iou_label", candidates.device) if backend == "fast" else None) or reference_iou_label
-    return fn(candidates, gt, tau)
+    op = fast_op("iou_label", candidates.device) if backend == "fast" else None
+    if op is not None:
+        return op(candidates, gt, tau, validate=False)   # the model's own tensors: no value checks
+    return reference_iou_label(candidates, gt, tau)
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
@@ -94,8 +96,10 @@ def fian_loss(logits: torch.Tensor, offsets: torch.Tensor, candidates: torch.Ten
         logits [B, N]; offsets [B, N, 2] frames; candidates [N, 2] frames; valid bool [B, N];
         video_lengths int64 [B]; gt float [B, 2], fractions of the duration in [0, 1].
     """
-    clipped = clip_candidates(candidates.float(), video_lengths)
-    gt_frames = gt.float() * video_lengths.float()[:, None]
+    # Labels in the loss's accumulation dtype: float64 models get float64 IoUs and targets.
+    acc = torch.promote_types(_acc_dtype(logits), _acc_dtype(offsets))
+    clipped = clip_candidates(candidates.to(acc), video_lengths)
+    gt_frames = gt.to(acc) * video_lengths.to(acc)[:, None]
     iou, positive, targets = iou_label(clipped, gt_frames, tau, backend)
     positive = positive & valid
     align = alignment_loss(logits, iou, positive, valid)

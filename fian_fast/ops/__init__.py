@@ -4,7 +4,7 @@ Each op validates its arguments, dispatches to the compiled kernels of ``fian_fa
 CUDA) or to Triton (``cga`` on CUDA), and has a pure-PyTorch twin of the same name and signature
 in :mod:`fian_fast.reference`.
 """
-from .cga import cga
+from .cga import CGAWeights, cga
 from .pairwise_iou import pairwise_iou
 from .window_candidates import window_candidates
 from .window_score import window_score
@@ -12,4 +12,4 @@ from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
 
-__all__ = ["cga", "pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode"]
+__all__ = ["CGAWeights", "cga", "pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode"]

@@ -32,10 +32,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_same_device, check_tensor
+from .._validation import check_length_range, check_same_device, check_tensor
+from ..reference.cga import CGAWeights
 from ..reference.cga import cga as _cga_reference
 
-__all__ = ["cga", "cga_triton"]
+__all__ = ["cga", "cga_triton", "CGAWeights"]
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_HEAD_DIM = 256  # kernels/cga.py MAX_HEAD_DIM (not imported here: that module imports triton)
@@ -126,11 +127,8 @@ def _register() -> None:
 
 # ---- entry points ---------------------------------------------------------------------------
 
-_WEIGHTS = ("w_q", "w_k", "w_v", "w_o", "w_gate_q", "w_gate_v")
-
-
-def _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate, b_info, num_heads, w_info_q,
-              w_info_v) -> None:
+def _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate) -> None:
+    """Metadata of every argument (free); with ``validate`` also the length ranges (one host read)."""
     check_tensor(fn, "query", query, dim=3, floating=True)
     B, Lq, d = query.shape
     check_tensor(fn, "key_value", key_value, dim=3, floating=True, shape=(B, None, d))
@@ -139,33 +137,29 @@ def _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate,
         raise ValueError(f"{fn}: num_heads should be a positive int, got {num_heads!r}")
     if d % num_heads:
         raise ValueError(f"{fn}: num_heads should divide the feature size d = {d}, got num_heads = {num_heads}")
-    if (w_info_q is None) != (w_info_v is None):
-        raise ValueError(f"{fn}: w_info_q and w_info_v should be given together or not at all, got "
-                         f"w_info_q {'None' if w_info_q is None else 'a tensor'} and "
-                         f"w_info_v {'None' if w_info_v is None else 'a tensor'}")
-    named = dict(weights)
-    if w_info_q is not None:
-        named.update(w_info_q=w_info_q, w_info_v=w_info_v)
+    if not isinstance(weights, CGAWeights):
+        raise ValueError(f"{fn}: weights should be a CGAWeights, got {type(weights).__name__}")
+    if (weights.w_info_q is None) != (weights.w_info_v is None):
+        raise ValueError(f"{fn}: weights.w_info_q and weights.w_info_v should be given together or not at all, got "
+                         f"w_info_q {'None' if weights.w_info_q is None else 'a tensor'} and "
+                         f"w_info_v {'None' if weights.w_info_v is None else 'a tensor'}")
+    named = {name: w for name, w in weights._asdict().items() if w is not None}
     for name, w in named.items():
-        check_tensor(fn, name, w, dim=2, floating=True, shape=(d, d))
-    for name, b in (("b_gate", b_gate), ("b_info", b_info)):
-        check_tensor(fn, name, b, dim=1, floating=True, shape=(d,))
+        if name.startswith("b_"):
+            check_tensor(fn, f"weights.{name}", w, dim=1, floating=True, shape=(d,))
+        else:
+            check_tensor(fn, f"weights.{name}", w, dim=2, floating=True, shape=(d, d))
     for name, lengths in (("query_lengths", query_lengths), ("key_lengths", key_lengths)):
         check_tensor(fn, name, lengths, dim=1, floating=False, shape=(B,))
         if lengths.dtype == torch.bool:
             raise ValueError(f"{fn}: {name} should be an integer tensor, got {lengths.dtype}")
-    floats = {"query": query, "key_value": key_value, **named, "b_gate": b_gate, "b_info": b_info}
+    floats = {"query": query, "key_value": key_value, **{f"weights.{n}": w for n, w in named.items()}}
     for name, t in floats.items():
         if t.dtype != query.dtype:
             raise ValueError(f"{fn}: {name} should have the dtype of query ({query.dtype}), got {t.dtype}")
     check_same_device(fn, **floats, query_lengths=query_lengths, key_lengths=key_lengths)
-    if B:
-        # one host sync for both range checks
-        lo_q, hi_q, lo_k, hi_k = torch.stack([query_lengths.min(), query_lengths.max(), key_lengths.min(),
-                                              key_lengths.max()]).tolist()
-        for name, lo, hi, top in (("query_lengths", lo_q, hi_q, Lq), ("key_lengths", lo_k, hi_k, Lk)):
-            if lo < 0 or hi > top:
-                raise ValueError(f"{fn}: {name} should lie in [0, {top}], got values in [{lo}, {hi}]")
+    if validate:
+        check_length_range(fn, (("query_lengths", query_lengths, 0, Lq), ("key_lengths", key_lengths, 0, Lk)))
 
 
 def _default_precision(dtype: torch.dtype) -> str:
@@ -178,34 +172,32 @@ def _default_precision(dtype: torch.dtype) -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _cga_fused(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate,
-               b_info, num_heads, w_info_q, w_info_v, input_precision):
+def _cga_fused(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w: CGAWeights,
+               num_heads: int, input_precision: str) -> Tensor:
     if not _REGISTERED:
         torch.compiler.disable(_register)()
     B, Lq, d = query.shape
     Lk = key_value.shape[1]
-    separate = w_info_q is not None
+    separate = w.w_info_q is not None
     query_lengths, key_lengths = query_lengths.contiguous(), key_lengths.contiguous()  # read as flat arrays
     # fusion 1: one GEMM per shared input
-    w_query_side = torch.cat([w_q, w_gate_q, w_info_q] if separate else [w_q, w_gate_q])
+    w_query_side = torch.cat([w.w_q, w.w_gate_q, w.w_info_q] if separate else [w.w_q, w.w_gate_q])
     proj = query.reshape(B * Lq, d) @ w_query_side.t()                      # [B*Lq, 2d | 3d]
-    kv = key_value.reshape(B * Lk, d) @ torch.cat([w_k, w_v]).t()           # [B*Lk, 2d]
+    kv = key_value.reshape(B * Lk, d) @ torch.cat([w.w_k, w.w_v]).t()       # [B*Lk, 2d]
     q = proj[:, :d].view(B, Lq, d)
     k = kv[:, :d].view(B, Lk, d)
     v = kv[:, d:].view(B, Lk, d)
     heads, _ = torch.ops.fian_fast.cga_attention(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
     # fusion 2: W^O folded into the gate's value projections
-    w_heads = torch.cat([w_gate_v @ w_o, w_info_v @ w_o]) if separate else w_gate_v @ w_o
+    w_heads = torch.cat([w.w_gate_v @ w.w_o, w.w_info_v @ w.w_o]) if separate else w.w_gate_v @ w.w_o
     pre = torch.addmm(proj[:, d:], heads.view(B * Lq, d), w_heads.t())      # [B*Lq, d | 2d]
     x = pre[:, :d].view(B, Lq, d)
     info = pre[:, d:].view(B, Lq, d) if separate else None
-    return torch.ops.fian_fast.cga_gate(x, info, b_gate, b_info, query_lengths)
+    return torch.ops.fian_fast.cga_gate(x, info, w.b_gate, w.b_info, query_lengths)
 
 
-def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w_q: Tensor,
-               w_k: Tensor, w_v: Tensor, w_o: Tensor, w_gate_q: Tensor, w_gate_v: Tensor, b_gate: Tensor,
-               b_info: Tensor, num_heads: int, w_info_q: Optional[Tensor] = None, w_info_v: Optional[Tensor] = None,
-               *, input_precision: Optional[str] = None) -> Tensor:
+def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
+               num_heads: int, *, input_precision: Optional[str] = None, validate: bool = True) -> Tensor:
     """The fused Triton path of :func:`cga` on any device (CPU tensors need ``TRITON_INTERPRET=1``
     set before the first call). Arguments as :func:`cga`; float32, float16 or bfloat16.
 
@@ -213,9 +205,7 @@ def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
     None follows :func:`torch.get_float32_matmul_precision` (``"highest"`` -> ``"ieee"``).
     """
     fn = "cga_triton"
-    weights = dict(zip(_WEIGHTS, (w_q, w_k, w_v, w_o, w_gate_q, w_gate_v)))
-    _validate(fn, query, key_value, query_lengths, key_lengths, weights, b_gate, b_info, num_heads, w_info_q,
-              w_info_v)
+    _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
     if query.dtype not in _TRITON_DTYPES:
         raise ValueError(f"{fn}: query should be float32, float16 or bfloat16, got {query.dtype}")
     if query.shape[2] // num_heads > _MAX_HEAD_DIM:
@@ -225,43 +215,40 @@ def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
         input_precision = _default_precision(query.dtype)
     if input_precision not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"{fn}: input_precision should be 'ieee', 'tf32', 'tf32x3' or None, got {input_precision!r}")
-    return _cga_fused(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate,
-                      b_info, num_heads, w_info_q, w_info_v, input_precision)
+    return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads, input_precision)
 
 
-def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w_q: Tensor, w_k: Tensor,
-        w_v: Tensor, w_o: Tensor, w_gate_q: Tensor, w_gate_v: Tensor, b_gate: Tensor, b_info: Tensor,
-        num_heads: int, w_info_q: Optional[Tensor] = None, w_info_v: Optional[Tensor] = None) -> Tensor:
+def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
+        num_heads: int, *, validate: bool = True) -> Tensor:
     """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5), fused on CUDA.
 
     Args:
         query: Tensor[B, Lq, d] float — the modality that asks (Q).
         key_value: Tensor[B, Lk, d] float, dtype and device of ``query`` — the attended modality.
         query_lengths, key_lengths: int Tensor[B], valid lengths in [0, Lq] and [0, Lk].
-        w_q, w_k, w_v: Tensor[d, d] — heads' W_i^Q, W_i^K, W_i^V stacked on the output axis
-            (head i owns rows i*d/num_heads:(i+1)*d/num_heads); ``nn.Linear`` convention y = x W^T.
-        w_o: Tensor[d, d] — W^O of eq. 5.
-        w_gate_q, w_gate_v: Tensor[d, d] — W_q^g, W_v^g of eq. 6.
-        b_gate, b_info: Tensor[d] — b^g, b^i.
+        weights: :class:`CGAWeights` — W_i^Q, W_i^K, W_i^V, W^O, the gate's W_q^g, W_v^g, b^g, b^i
+            and optionally W_q^i, W_v^i; every tensor in the dtype and on the device of ``query``.
         num_heads: n, dividing d.
-        w_info_q, w_info_v: Tensor[d, d] W_q^i, W_v^i, or None for the paper's shared W^i = W^g.
+        validate: check that the lengths lie in range (one host read). ``False`` for callers
+            whose lengths were checked where they entered (the model): only metadata is checked.
     Returns:
         Tensor[B, Lq, d], dtype of ``query`` (the autocast dtype under CUDA autocast), zero at rows
-        >= query_lengths[b]. Differentiable w.r.t. every float argument.
+        >= query_lengths[b]. Differentiable w.r.t. ``query``, ``key_value`` and every weight.
     """
     fn = "cga"
-    weights = dict(zip(_WEIGHTS, (w_q, w_k, w_v, w_o, w_gate_q, w_gate_v)))
-    args = [query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, w_gate_q, w_gate_v, b_gate, b_info,
-            num_heads, w_info_q, w_info_v]
     on_cuda = isinstance(query, Tensor) and query.device.type == "cuda"
     if on_cuda and torch.is_autocast_enabled("cuda"):
         dtype = torch.get_autocast_dtype("cuda")
-        # autocast's own rule: float64 is never cast (float64 inputs then take the reference)
-        args = [a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64 else a
-                for a in args]
+
+        def cast(a):  # autocast's own rule: float64 is never cast (float64 inputs then take the reference)
+            return a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64 else a
+
+        if isinstance(weights, CGAWeights):
+            weights = CGAWeights(*(cast(w) for w in weights))
         with torch.autocast("cuda", enabled=False):
-            return cga(*args)
-    _validate(fn, args[0], args[1], args[2], args[3], weights, b_gate, b_info, num_heads, w_info_q, w_info_v)
+            return cga(cast(query), cast(key_value), query_lengths, key_lengths, weights, num_heads, validate=validate)
+    _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
     if on_cuda and query.dtype in _TRITON_DTYPES and query.shape[2] // num_heads <= _MAX_HEAD_DIM:
-        return _cga_fused(*args, _default_precision(query.dtype))
-    return _cga_reference(*args)
+        return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads,
+                          _default_precision(query.dtype))
+    return _cga_reference(query, key_value, query_lengths, key_lengths, weights, num_heads)

@@ -7,14 +7,13 @@ from typing import Optional
 import torch
 
 from .._extension import load_ops, register_fake
-from .._validation import check_data, check_fraction, check_same_device, check_tensor
-from .temporal_nms import check_top, check_valid
+from .._validation import check_data, check_fraction, check_same_device, check_tensor, check_top, check_valid
 
 __all__ = ["decode"]
 
 
 def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor, video_lengths: torch.Tensor,
-           durations: torch.Tensor, iou_threshold: float, top_n: int, valid: Optional[torch.Tensor] = None):
+           durations: torch.Tensor, iou_threshold: float, top_n: int, valid: Optional[torch.Tensor] = None, *, validate: bool = True):
     """Top-n predicted moments per sample.
 
     Each candidate is refined to ``candidate + offsets`` (start and end swapped if they cross),
@@ -31,6 +30,8 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         iou_threshold: in [0, 1].
         top_n: >= 1, moments kept per sample.
         valid: optional bool Tensor[B, N]; ``None`` = candidates whose start < video_lengths[b].
+        validate: check the values (no NaN, start <= end, lengths >= 1, durations; one host read).
+            ``False`` for callers whose data was checked where it entered.
     Returns:
         ``(segments, scores, indices)``: Tensor[B, top_n, 2] float32 seconds, Tensor[B, top_n]
         float32 sigmoid scores, Tensor[B, top_n] int64 candidate indices; padding slots hold
@@ -50,11 +51,12 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
     check_valid(fn, valid, B, N)
     check_same_device(fn, candidates=candidates, logits=logits, offsets=offsets, video_lengths=video_lengths,
                       durations=durations, valid=valid)
-    check_data(fn, intervals=(("candidates", candidates),), no_nan=(("logits", logits), ("offsets", offsets)),
-               extra=(((video_lengths < 1).any(),
-                       lambda: f"video_lengths should be >= 1, got minimum {int(video_lengths.min())}"),
-                      ((~(torch.isfinite(durations) & (durations >= 0))).any(),
-                       lambda: f"durations should be finite and >= 0 seconds, got {durations.tolist()}")))
+    if validate:
+        check_data(fn, intervals=(("candidates", candidates),), no_nan=(("logits", logits), ("offsets", offsets)),
+                   extra=(((video_lengths < 1).any(),
+                           lambda: f"video_lengths should be >= 1, got minimum {int(video_lengths.min())}"),
+                          ((~(torch.isfinite(durations) & (durations >= 0))).any(),
+                           lambda: f"durations should be finite and >= 0 seconds, got {durations.tolist()}")))
     dt = torch.float64 if torch.float64 in (candidates.dtype, logits.dtype, offsets.dtype) else torch.float32
     if B == 0:
         return (torch.zeros((0, top_n, 2), dtype=torch.float32, device=logits.device),

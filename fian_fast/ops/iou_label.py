@@ -10,7 +10,7 @@ from .._validation import check_data, check_fraction, check_same_device, check_t
 __all__ = ["iou_label"]
 
 
-def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
+def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float, *, validate: bool = True):
     """IoU labels and regression targets of candidate windows (eq. 15-17).
 
     Args:
@@ -18,6 +18,8 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
             (float16/bfloat16/float32/float64), ``[start, end)`` in any unit (frames in the model).
         gt: Tensor[B, 2], floating, ground truth ``(s, e)`` in the unit of ``candidates``.
         tau: positive threshold τ in [0, 1] (0.55 in the paper).
+        validate: check the values (no NaN, start <= end; one host read). ``False`` for callers
+            whose data was checked where it entered (the model's loss): then only metadata.
     Returns:
         ``(iou, positive, offset_targets)``: iou Tensor[B, N] (``o_j``), positive bool Tensor[B, N]
         (``o_j > τ``, decided in float32/float64 before any cast), offset_targets Tensor[B, N, 2]
@@ -34,14 +36,19 @@ def iou_label(candidates: torch.Tensor, gt: torch.Tensor, tau: float):
                          f"and {gt.shape[0]}")
     tau = check_fraction(fn, "tau", tau)
     check_same_device(fn, candidates=candidates, gt=gt)
-    check_data(fn, intervals=(("candidates", candidates), ("gt", gt)))
+    if validate:
+        check_data(fn, intervals=(("candidates", candidates), ("gt", gt)))
     dtype = torch.promote_types(candidates.dtype, gt.dtype)
     B, N = gt.shape[0], candidates.shape[-2]
     if B * N == 0:
         return (gt.new_empty((B, N), dtype=dtype), torch.empty((B, N), dtype=torch.bool, device=gt.device),
                 gt.new_empty((B, N, 2), dtype=dtype))
     load_ops()
-    return torch.ops.fian_fast.iou_label(candidates.to(dtype), gt.to(dtype), tau)
+    if candidates.dtype != dtype:
+        candidates = candidates.to(dtype)
+    if gt.dtype != dtype:
+        gt = gt.to(dtype)
+    return torch.ops.fian_fast.iou_label(candidates, gt, tau)
 
 
 @register_fake("fian_fast::iou_label")

@@ -6,27 +6,13 @@ from typing import Optional
 import torch
 
 from .._extension import load_ops, register_fake
-from .._validation import check_data, check_fraction, check_same_device, check_tensor
+from .._validation import check_data, check_fraction, check_same_device, check_tensor, check_top, check_valid
 
-__all__ = ["temporal_nms", "check_top", "check_valid"]
-
-
-def check_top(fn: str, name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{fn}: {name} should be an int >= 1, got {value!r}")
-    return value
-
-
-def check_valid(fn: str, valid: Optional[torch.Tensor], B: int, N: int) -> None:
-    if valid is None:
-        return
-    check_tensor(fn, "valid", valid, dim=2, shape=(B, N))
-    if valid.dtype != torch.bool:
-        raise ValueError(f"{fn}: valid should be a bool tensor, got {valid.dtype}")
+__all__ = ["temporal_nms"]
 
 
 def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int,
-                 valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+                 valid: Optional[torch.Tensor] = None, *, validate: bool = True) -> torch.Tensor:
     """Greedy temporal NMS, sample by sample.
 
     Candidates are visited by descending score (equal scores: lower index first); one is kept
@@ -38,6 +24,8 @@ def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
         iou_threshold: in [0, 1].
         top_k: >= 1, the width of the output.
         valid: optional bool Tensor[B, N]; invalid candidates are never kept. ``None`` = all valid.
+        validate: check the values (no NaN, start <= end; one host read). ``False`` for callers
+            whose data was checked where it entered: then only metadata is checked.
     Returns:
         Tensor[B, top_k], int64, kept indices into N in rank order, padded with -1. Identical on
         CPU and CUDA (one block per sample there, no host synchronization in the kernel).
@@ -52,7 +40,8 @@ def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: fl
     top_k = check_top(fn, "top_k", top_k)
     check_valid(fn, valid, B, N)
     check_same_device(fn, segments=segments, scores=scores, valid=valid)
-    check_data(fn, intervals=(("segments", segments),), no_nan=(("scores", scores),))
+    if validate:
+        check_data(fn, intervals=(("segments", segments),), no_nan=(("scores", scores),))
     if B == 0:
         return torch.empty((0, top_k), dtype=torch.int64, device=segments.device)
     load_ops()

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from ..reference.window_candidates import check_windows
 from .._extension import load_ops, register_fake
+from .._validation import check_windows
 
 __all__ = ["window_candidates"]
 

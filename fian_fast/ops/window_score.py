@@ -7,8 +7,7 @@ from typing import Sequence
 import torch
 
 from .._extension import load_ops, register_autograd, register_fake
-from .._validation import check_tensor
-from ..reference.window_candidates import check_windows
+from .._validation import check_tensor, check_windows
 
 __all__ = ["window_score"]
 
@@ -49,8 +48,9 @@ def window_score(features: torch.Tensor, weights: Sequence[torch.Tensor], biases
             raise ValueError(f"{fn}: weights[{s}] and biases[{s}] should be on {features.device}, got "
                              f"{w.device} and {b.device}")
     load_ops()
-    weights = [w.to(features.dtype) for w in weights]
-    biases = [b.to(features.dtype) for b in biases]
+    dt = features.dtype
+    weights = [w if w.dtype == dt else w.to(dt) for w in weights]
+    biases = [b if b.dtype == dt else b.to(dt) for b in biases]
     return torch.ops.fian_fast.window_score(features, weights, biases, sizes, steps)
 
 

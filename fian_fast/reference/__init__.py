@@ -1,6 +1,6 @@
 """Pure-PyTorch oracles: one function per op of :mod:`fian_fast.ops`, same name and signature,
 written to read like the paper and computing in float32 (float64 where given float64)."""
-from .cga import cga, cross_modal_attention, information_gate
+from .cga import CGAWeights, cga, cross_modal_attention, information_gate
 from .pairwise_iou import pairwise_iou
 from .window_candidates import window_candidates
 from .window_score import window_score
@@ -8,4 +8,4 @@ from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
 
-__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "cross_modal_attention", "information_gate"]
+__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "CGAWeights", "cross_modal_attention", "information_gate"]

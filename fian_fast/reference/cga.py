@@ -8,11 +8,34 @@ outputs are zero) and keys ``>= key_lengths[b]`` are never attended. A row with 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["length_mask", "cross_modal_attention", "information_gate", "cga"]
+__all__ = ["CGAWeights", "length_mask", "cross_modal_attention", "information_gate", "cga"]
+
+
+class CGAWeights(NamedTuple):
+    """The weights of one CGA block (eq. 4-6), ``nn.Linear`` convention (``y = x @ W.T``).
+
+    w_q, w_k, w_v: Tensor[d, d] — the heads' W_i^Q, W_i^K, W_i^V stacked on the output axis
+        (head i owns rows ``i*d/n:(i+1)*d/n``);
+    w_o: Tensor[d, d] — W^O of eq. 5;
+    w_gate_q, w_gate_v: Tensor[d, d] — W_q^g, W_v^g of eq. 6;
+    b_gate, b_info: Tensor[d] — b^g, b^i;
+    w_info_q, w_info_v: Tensor[d, d] — W_q^i, W_v^i, or both None for the paper's shared
+        W^i = W^g.
+    """
+    w_q: torch.Tensor
+    w_k: torch.Tensor
+    w_v: torch.Tensor
+    w_o: torch.Tensor
+    w_gate_q: torch.Tensor
+    w_gate_v: torch.Tensor
+    b_gate: torch.Tensor
+    b_info: torch.Tensor
+    w_info_q: Optional[torch.Tensor] = None
+    w_info_v: Optional[torch.Tensor] = None
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -83,15 +106,14 @@ def information_gate(query: torch.Tensor, attended: torch.Tensor, w_gate_q: torc
 
 
 def cga(query: torch.Tensor, key_value: torch.Tensor, query_lengths: torch.Tensor, key_lengths: torch.Tensor,
-        w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, w_o: torch.Tensor,
-        w_gate_q: torch.Tensor, w_gate_v: torch.Tensor, b_gate: torch.Tensor, b_info: torch.Tensor,
-        num_heads: int, w_info_q: Optional[torch.Tensor] = None,
-        w_info_v: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weights: CGAWeights, num_heads: int) -> torch.Tensor:
     """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5).
 
-    Shapes as in :func:`cross_modal_attention`; ``w_gate_*``/``w_info_*`` are Tensor[d, d],
-    ``b_gate``/``b_info`` Tensor[d]. Returns Tensor[B, Lq, d], zero at padded query rows.
+    Shapes as in :func:`cross_modal_attention`; ``weights`` a :class:`CGAWeights`. Returns
+    Tensor[B, Lq, d], zero at padded query rows.
     """
-    attended = cross_modal_attention(query, key_value, query_lengths, key_lengths, w_q, w_k, w_v, w_o, num_heads)
-    out = information_gate(query, attended, w_gate_q, w_gate_v, b_gate, b_info, w_info_q, w_info_v)
+    w = weights
+    attended = cross_modal_attention(query, key_value, query_lengths, key_lengths, w.w_q, w.w_k, w.w_v, w.w_o,
+                                     num_heads)
+    out = information_gate(query, attended, w.w_gate_q, w.w_gate_v, w.b_gate, w.b_info, w.w_info_q, w.w_info_v)
     return out * length_mask(query_lengths, query.shape[1])[..., None].to(out.dtype)
