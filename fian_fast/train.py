@@ -4,10 +4,16 @@
 (``cfg.grad_clip``), bf16 autocast on CUDA, tqdm progress bars and a JSON-lines log
 (``RUN_DIR/log.jsonl``). Checkpoints are written atomically (temporary file + ``os.replace``) to
 ``RUN_DIR/last.pt`` every ``checkpoint_every`` steps and at the end of every epoch, and to
-``RUN_DIR/best.pt`` when the validation metric improves. A checkpoint holds the model, the
-optimizer, the config, the vocabulary, the epoch, the step and the position inside the epoch, so
-``resume=True`` continues exactly where ``last.pt`` left off: an interrupt or a crash loses at
-most the steps since the last checkpoint.
+``RUN_DIR/best.pt`` when the validation metric improves. Validation runs at the end of every
+epoch and when ``max_steps`` stops a run inside an epoch. ``best.pt`` holds what prediction
+needs: the weights, the config and the vocabulary (the words of the run's queries and their
+vectors, not the whole GloVe table), plus the epoch, step and metrics. ``last.pt`` adds the
+optimizer, the position inside the epoch and the random states (CPU, and the CUDA generator of
+the training device), so ``resume=True`` continues exactly where ``last.pt`` left off, dropout
+included: an interrupt or a crash loses at most the steps since the last checkpoint. Data
+loaders draw their worker seeds from their own generators, so that loading and validation leave
+the global random state to the model. Without a validation split, ``best.pt`` holds the last
+weights.
 
 Many GPUs: launched by ``torchrun``, the model is wrapped in DistributedDataParallel and each
 process reads its shard of the same per-epoch permutation (the ``DistributedSampler`` rule);
@@ -31,7 +37,10 @@ from .config import FIANConfig
 from .data.dataset import GroundingDataset, collate
 from .data.text import Vocabulary
 from .distributed import DistInfo, barrier, broadcast_object
-from .evaluate import DEFAULT_PROTOCOL, evaluate_model
+from .data.windows import evaluate_windows
+from .evaluate import DEFAULT_PROTOCOL
+from .train_step import MODES as STEP_MODES
+from .train_step import TrainStep, make_optimizer, pad_batch
 
 __all__ = ["TrainOptions", "train", "save_checkpoint", "load_checkpoint", "load_model", "set_seed"]
 
@@ -59,6 +68,9 @@ class TrainOptions:
     progress: bool = True
     max_steps: Optional[int] = None
     amp: bool = True
+    #: ``eager``, ``compile`` (forward + loss under torch.compile, fullgraph) or ``cuda-graphs``
+    #: (the whole step replayed from a CUDA graph; batches padded to one shape), see train_step.py
+    step_mode: str = "eager"
     dataset: str = "synthetic"
     log_every: int = 20
     extra: dict = field(default_factory=dict)
@@ -190,7 +202,12 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
 
     set_seed(opts.seed)
     model = FIAN(cfg, backend=opts.backend).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    if opts.step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode should be one of {STEP_MODES}, got {opts.step_mode!r}")
+    if opts.step_mode == "cuda-graphs" and (device.type != "cuda" or info.enabled):
+        raise ValueError(f"step mode cuda-graphs needs one CUDA device and one process, got device {device} and "
+                         f"{info.world_size} process(es)")
+    optimizer = make_optimizer(model, lr, cfg.weight_decay, opts.step_mode)
     epoch, step, start_batch, best = 0, 0, 0, None
     if opts.resume:
         if not os.path.isfile(last_path):
@@ -202,23 +219,54 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
         epoch, step, start_batch, best = state["epoch"], state["step"], state.get("batch_in_epoch", 0), state.get("best")
         if "rng" in state:
             torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         _log(log_path, {"event": "resume", "epoch": epoch, "step": step, "batch_in_epoch": start_batch})
     ddp = DistributedDataParallel(model) if info.enabled else model
     sampler = ResumableSampler(len(train_ds), batch, opts.seed, info.rank, info.world_size)
+    # Own generators: each DataLoader iterator draws a worker base seed, from the global generator
+    # unless given one, and a resumed run would then see other dropout masks.
     loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=opts.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(opts.seed))
     val_loader = None
     if val_ds is not None and info.is_main:
         val_loader = DataLoader(val_ds, batch_size=max(batch, 64), shuffle=False, collate_fn=collate,
-                                num_workers=opts.num_workers)
+                                num_workers=opts.num_workers, generator=torch.Generator().manual_seed(opts.seed))
     amp = opts.amp and device.type == "cuda"
+    train_step = TrainStep(model, optimizer, cfg.grad_clip, amp, opts.step_mode, module=ddp)
+    fixed_shapes = opts.step_mode == "cuda-graphs"
     per_epoch = sampler.batches_per_epoch()
 
-    def snapshot(epoch_now: int, batch_now: int) -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                "vocab": train_ds.vocab.state_dict(), "epoch": epoch_now, "step": step, "batch_in_epoch": batch_now,
-                "best": best, "rng": torch.get_rng_state(), "dataset": opts.dataset, "backend": opts.backend,
-                "protocol": opts.protocol, **opts.extra}
+    def snapshot(epoch_now: int, batch_now: int, full: bool = True) -> dict:
+        """``full``: the ``last.pt`` state (resumable); otherwise the ``best.pt`` state."""
+        state = {"model": model.state_dict(), "config": cfg.to_dict(), "vocab": train_ds.vocab.state_dict(),
+                 "epoch": epoch_now, "step": step, "best": best, "dataset": opts.dataset, "backend": opts.backend,
+                 "protocol": opts.protocol, **opts.extra}
+        if full:
+            state.update(optimizer=optimizer.state_dict(), batch_in_epoch=batch_now, rng=torch.get_rng_state(),
+                         cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        return state
+
+    def validate(epoch_now: int, batch_now: int) -> None:
+        """Main process: evaluate on ``val_ds``, log, write ``last.pt`` and, if better, ``best.pt``."""
+        nonlocal best, last_metrics
+        if val_loader is not None:
+            res = evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device,
+                                   amp)[opts.protocol]
+            last_metrics = res.metrics
+            key = (last_metrics.get(opts.select_metric, 0.0), last_metrics["mIoU"])
+            improved = best is None or key > tuple(best["key"])
+            if improved:
+                best = {"key": list(key), "epoch": epoch_now, "step": step, "metrics": last_metrics}
+            _log(log_path, {"event": "eval", "epoch": epoch_now, "step": step, "protocol": opts.protocol,
+                            "metrics": last_metrics, "best": improved, "seconds": round(time.time() - t0, 2)})
+            if opts.progress:
+                print(f"epoch {epoch_now}/{epochs} step {step}: val {res.summary()}" + ("  (best)" if improved else ""),
+                      flush=True)
+            if improved:
+                save_checkpoint(best_path, snapshot(epoch_now, batch_now, full=False))
+        save_checkpoint(last_path, snapshot(epoch_now, batch_now))
 
     if info.is_main:
         _log(log_path, {"event": "start", "config": cfg.to_dict(), "epochs": epochs, "batch_size": global_batch,
@@ -236,15 +284,12 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
                    disable=None if (opts.progress and info.is_main) else True, leave=False, dynamic_ncols=True)
         batch_no = start_batch
         for b in bar:
-            b = b.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                out = ddp(*b.model_inputs())
-            losses = model.loss(out._replace(logits=out.logits.float(), offsets=out.offsets.float()), b.gt)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            # the loader checked the batch's values (collate): the step reads nothing back
+            mask = None
+            if fixed_shapes:
+                b, mask = pad_batch(b, batch, cfg.max_query_length)
+                mask = mask.to(device, non_blocking=True)
+            losses = train_step(b.to(device, non_blocking=True), mask)
             step += 1
             batch_no += 1
             if info.is_main and step % opts.log_every == 0:
@@ -264,32 +309,16 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
         bar.close()
         if stop and batch_no < per_epoch:
             if info.is_main:
-                save_checkpoint(last_path, snapshot(epoch, batch_no))
+                validate(epoch, batch_no)
             barrier(info)
             break
         epoch += 1
         start_batch = 0
         if info.is_main:
-            if val_loader is not None:
-                res = evaluate_model(model, val_loader, (opts.protocol,), opts.thresholds, device, amp)[opts.protocol]
-                last_metrics = res.metrics
-                key = (last_metrics.get(opts.select_metric, 0.0), last_metrics["mIoU"])
-                improved = best is None or key > tuple(best["key"])
-                if improved:
-                    best = {"key": list(key), "epoch": epoch, "metrics": last_metrics}
-                _log(log_path, {"event": "eval", "epoch": epoch, "step": step, "protocol": opts.protocol,
-                                "metrics": last_metrics, "best": improved, "seconds": round(time.time() - t0, 2)})
-                if opts.progress:
-                    print(f"epoch {epoch}/{epochs} step {step}: val {res.summary()}" + ("  (best)" if improved else ""),
-                          flush=True)
-                save_checkpoint(last_path, snapshot(epoch, 0))
-                if improved:
-                    save_checkpoint(best_path, snapshot(epoch, 0))
-            else:
-                save_checkpoint(last_path, snapshot(epoch, 0))
+            validate(epoch, 0)
         barrier(info)
-    if info.is_main and not os.path.isfile(best_path) and os.path.isfile(last_path):
-        save_checkpoint(best_path, load_checkpoint(last_path))
+    if info.is_main and val_loader is None:
+        save_checkpoint(best_path, snapshot(epoch, start_batch, full=False))
     summary = {"steps": step, "epochs": epoch, "seconds": round(time.time() - t0, 2), "best": best,
                "last": last_metrics, "checkpoint": best_path}
     if info.is_main:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fian_fast import FIANConfig
-from fian_fast.data import load_split
+from fian_fast.data import load_split, tokenize
 from fian_fast.train import TrainOptions, load_checkpoint, load_model, save_checkpoint, train
 
 SIZES = (8, 3, 3)
@@ -108,3 +108,110 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"model": {}}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="expected keys"):
         load_checkpoint(str(tmp_path / "partial.pt"))
+
+
+def test_max_steps_inside_an_epoch_validates(tmp_path, datasets):
+    tr, va = datasets
+    summary = train(tiny_cfg(), tr, va, opts(tmp_path, epochs=1, max_steps=1, checkpoint_every=100))
+    assert summary["steps"] == 1 and summary["last"] is not None and "R1@0.5" in summary["last"]
+    evals = [e for e in map(json.loads, open(tmp_path / "log.jsonl")) if e["event"] == "eval"]
+    assert len(evals) == 1 and evals[0]["step"] == 1
+    best = load_checkpoint(str(tmp_path / "best.pt"))
+    assert best["step"] == 1 and best["best"]["step"] == 1 and best["best"]["metrics"] == summary["last"]
+    assert load_checkpoint(str(tmp_path / "last.pt"))["batch_in_epoch"] == 1
+
+
+def test_best_holds_weights_config_and_used_words_last_adds_optimizer(tmp_path, datasets):
+    tr, va = datasets
+    train(tiny_cfg(), tr, va, opts(tmp_path, epochs=1))
+    best, last = load_checkpoint(str(tmp_path / "best.pt")), load_checkpoint(str(tmp_path / "last.pt"))
+    assert not {"optimizer", "rng", "cuda_rng", "batch_in_epoch"} & set(best)
+    assert {"optimizer", "rng", "cuda_rng", "batch_in_epoch"} <= set(last)
+    words = {t for r in tr.records + va.records for t in tokenize(r.sentence)}
+    assert set(best["vocab"]["words"]) == words and best["vocab"]["vectors"].shape == (len(words), 50)
+    params = sum(v.numel() * v.element_size() for v in best["model"].values())
+    size_best, size_last = os.path.getsize(tmp_path / "best.pt"), os.path.getsize(tmp_path / "last.pt")
+    assert size_best < params + 100_000 and size_last > size_best + 1.9 * params  # Adam: two moments per weight
+    model, cfg, vocab, _ = load_model(str(tmp_path / "best.pt"))
+    assert vocab.words == tr.vocab.words and cfg == tiny_cfg()
+
+
+def test_no_validation_split_best_is_the_last_weights(tmp_path, datasets):
+    tr, _ = datasets
+    train(tiny_cfg(), tr, None, opts(tmp_path, epochs=1))
+    best, last = load_checkpoint(str(tmp_path / "best.pt")), load_checkpoint(str(tmp_path / "last.pt"))
+    assert "optimizer" not in best and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+
+
+def _resume_with_dropout(tmp_path, datasets, device, perturb_rng=None):
+    """Uninterrupted run vs a run stopped by max_steps inside epoch 2 (it validates there), then resumed."""
+    tr, va = datasets
+    cfg = tiny_cfg(dropout=0.3)
+    per = -(-len(tr) // 8)
+    kw = dict(device=device, amp=False, checkpoint_every=100)
+    train(cfg, tr, va, opts(tmp_path / "ref", **kw))
+    train(cfg, tr, va, opts(tmp_path / "cut", max_steps=per + 1, **kw))
+    if perturb_rng is not None:
+        state = load_checkpoint(str(tmp_path / "cut" / "last.pt"))
+        perturb_rng(state)
+        save_checkpoint(str(tmp_path / "cut" / "last.pt"), state)
+    train(cfg, tr, va, opts(tmp_path / "cut", resume=True, **kw))
+    return weights(str(tmp_path / "ref" / "last.pt")), weights(str(tmp_path / "cut" / "last.pt"))
+
+
+def _other_cpu_rng(state):
+    gen = torch.Generator().manual_seed(12345)
+    state["rng"] = gen.get_state()
+
+
+def test_exact_resume_with_dropout_cpu(tmp_path, datasets):
+    a, b = _resume_with_dropout(tmp_path, datasets, "cpu")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the random state matters: resuming with another one changes the dropout masks and the weights
+    a, b = _resume_with_dropout(tmp_path / "control", datasets, "cpu", perturb_rng=_other_cpu_rng)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def _other_cuda_rng(state):
+    assert state["cuda_rng"] is not None and state["cuda_rng"].dtype == torch.uint8
+    saved = torch.cuda.get_rng_state()
+    torch.cuda.manual_seed(12345)
+    state["cuda_rng"] = torch.cuda.get_rng_state()
+    torch.cuda.set_rng_state(saved)
+
+
+@pytest.mark.cuda
+def test_exact_resume_with_dropout_cuda(tmp_path, datasets):
+    torch.backends.cudnn.deterministic = True
+    a, b = _resume_with_dropout(tmp_path, datasets, "cuda")
+    # GPU reductions may reorder between runs: hold the resumed weights to 1e-5, far below the
+    # difference another dropout generator makes (checked next)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+    a, c = _resume_with_dropout(tmp_path / "control", datasets, "cuda", perturb_rng=_other_cuda_rng)
+    assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-3
+
+
+def test_loss_labels_float64_in_a_float64_model():
+    """IoU labels and offset targets in float64: the loss equals one computed from float64 labels
+    (float32 labels are off by about 1e-8 relative)."""
+    from fian_fast.model.loss import alignment_loss, boundary_loss, clip_candidates, fian_loss
+    from fian_fast.reference import iou_label
+
+    g = torch.Generator().manual_seed(0)
+    B, N = 3, 40
+    cand = torch.sort(torch.rand(N, 2, generator=g, dtype=torch.float64) * 30, dim=-1).values
+    lengths = torch.tensor([30, 17, 23])
+    gt = torch.tensor([[0.1, 0.7], [1 / 3, 2 / 3], [0.2, 0.9]], dtype=torch.float64)
+    logits = torch.randn(B, N, generator=g, dtype=torch.float64)
+    offsets = torch.randn(B, N, 2, generator=g, dtype=torch.float64)
+    valid = cand[None, :, 0] < lengths[:, None]
+    for backend in ("reference", "fast"):
+        got = fian_loss(logits, offsets, cand, valid, lengths, gt, 0.3, 0.5, backend)
+        iou, pos, targets = iou_label(clip_candidates(cand, lengths), gt * lengths[:, None].double(), 0.3)
+        pos = pos & valid
+        align, bound = alignment_loss(logits, iou, pos, valid), boundary_loss(offsets, targets, pos)
+        assert got.alignment.dtype == torch.float64
+        assert abs(got.alignment.item() - align.item()) <= 1e-15 * abs(align.item())
+        assert abs(got.boundary.item() - bound.item()) <= 1e-15 * abs(bound.item())
