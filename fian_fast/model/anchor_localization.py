@@ -33,7 +33,7 @@ from torch import nn
 
 from .encoders import BiGRU
 
-__all__ = ["tgn_candidates", "cmin_candidates", "TGNHead", "CMINHead"]
+__all__ = ["CMIN_WIDTHS", "tgn_candidates", "cmin_candidates", "TGNHead", "CMINHead"]
 
 #: CMIN's public code: anchor widths (frames) for TACoS and for ActivityNet Captions.
 CMIN_WIDTHS = {"tacos": (6, 18, 32), "activitynet": (16, 32, 64, 96, 128, 160, 192)}
@@ -117,9 +117,10 @@ class TGNHead(_PointAnchorHead):
     video), and the model leaves eq. 17 out of its loss for this head.
 
     Departures from TGN: TGN trains its scores with a binary cross-entropy whose positive and
-    negative terms are weighted per anchor length by their frequencies, against labels from the
-    candidates' temporal IoU with the ground truth; here FIAN's eq. 15-16 replaces it (soft IoU
-    targets ``o_j``, positives ``o_j > τ`` and negatives each averaged over the batch). TGN's
+    negative terms are weighted per anchor length (by how rare positives and negatives of that
+    length are), against binary labels (1 when a candidate's temporal IoU with the ground truth
+    passes a threshold); here FIAN's eq. 15-16 replaces it (soft IoU targets ``o_j``, positives
+    ``o_j > τ`` and negatives each averaged over the whole batch). TGN's
     ``h_t`` comes from a forward i-LSTM and sees frames up to ``t`` only; ``f_t`` here comes from
     a BiGRU and sees the whole video.
 
