@@ -244,3 +244,21 @@ def test_cli_rejects_a_bad_window_list(tmp_path, capsys):
     code = main(["train", "--dataset", "synthetic", "--localization", "cmin", "--window-sizes", "4,99",
                  "--out", str(tmp_path), "--quiet"])
     assert code == 1 and "FIANConfig.window_sizes" in capsys.readouterr().err
+
+
+def test_cli_nms_threshold(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--dataset", "synthetic", "--synthetic-size", "8,3,3", "--epochs", "1", "--batch-size", "16",
+                 "--localization", "cmin", "--window-sizes", "4,8", "--out", run, "--quiet"]) == 0
+    capsys.readouterr()
+    ckpt = f"{run}/best.pt"
+    assert main(["evaluate", "--checkpoint", ckpt, "--protocol", "mmn", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nms_threshold"] == 0.5          # MMN's default off TACoS
+    assert main(["evaluate", "--checkpoint", ckpt, "--protocol", "all", "--nms-threshold", "0.4", "--json"]) == 0
+    results = {r["protocol"]: r for r in json.loads(capsys.readouterr().out)}
+    assert results["2dtan"]["nms_threshold"] == 0.4 and results["mmn"]["nms_threshold"] == 0.4
+    assert "nms_threshold" not in results["csmgan"] and "nms_threshold" not in results["moment_detr"]
+    assert main(["evaluate", "--checkpoint", ckpt, "--protocol", "csmgan", "--nms-threshold", "0.4"]) == 1
+    assert "--nms-threshold applies to the protocols 2dtan, mmn, not csmgan" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", ckpt, "--protocol", "mmn", "--nms-threshold", "1.5"]) == 1
+    assert "--nms-threshold should be in [0, 1], got 1.5" in capsys.readouterr().err
