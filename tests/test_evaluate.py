@@ -282,3 +282,28 @@ def test_moment_detr_query_without_candidate():
     res = score_queries([q([[0, 10]], (0, 10)), q([], (0, 10))], "moment_detr", thresholds=(0.5,))
     assert res.metrics["R1@0.5"] == 50.0 and res.metrics["mIoU"] == 50.0
     assert res.metrics["mAP"] == 100.0 and res.ap_queries == 1            # left out of the mAP mean
+
+
+def test_2dtan_ties_keep_the_ranked_order_and_nan_counts_zero():
+    # equal scores: the list's order decides (2D-TAN's reversed argsort would take the later one first)
+    tie = score_queries([q([[20, 30], [0, 10]], (0, 10), scores=[0.5, 0.5])], "2dtan", thresholds=(0.5,))
+    assert tie.hits[(1, 0.5)] == 0 and tie.hits[(5, 0.5)] == 1
+    nan = score_queries([q([[5, 5]], (5, 5)), q([[0, 10]], (0, 10))], "2dtan", thresholds=(0.5,))
+    assert nan.metrics["mIoU"] == 50.0                      # the 0/0 top-1 IoU counts 0
+
+
+def test_csmgan_frame_conversion_and_clipping():
+    # gt (2.6, 6.4) s -> frames [floor 2, ceil 7 - 1 = 6]; prediction [2, 7) s -> [2, 6]: IoU 1 (rounding the gt
+    # would give [3, 6], IoU 0.8)
+    assert score_queries([q([[2, 7]], (2.6, 6.4))], "csmgan", thresholds=(0.9,)).hits[(1, 0.9)] == 1
+    # a window past the video's end is clipped to its last frame: [15, 25) s -> [15, 19] = gt [15, 19]
+    # (unclipped [15, 24] would have IoU 0.5)
+    assert score_queries([q([[15, 25]], (15, 20))], "csmgan", thresholds=(0.9,)).hits[(1, 0.9)] == 1
+
+
+def test_moment_detr_map_ties_take_the_later_ground_truth():
+    # P1 [0, 10] has IoU 0.5 with both g0 [0, 5] and g1 [5, 10] and takes g1 (the later); P2 [5, 10] then finds g1
+    # matched and g0 below 0.5: a false positive, AP@0.5 = 1/2 (taking g0 first would give 1)
+    ap = average_precision_moment_detr(np.array([[0, 10], [5, 10]], float), np.array([0.9, 0.8]),
+                                       np.array([[0, 5], [5, 10]], float))
+    assert ap[0] == 0.5
