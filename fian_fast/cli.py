@@ -7,6 +7,7 @@ a checkpoint from another config); no traceback. See docs/cli.md for examples.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -63,8 +64,16 @@ def _data_args(p: argparse.ArgumentParser, split_default: Optional[str] = None) 
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: 1 for the synthetic preset on "
                                                "the CPU, else torch's default)")
+    p.add_argument("--windows", choices=("first", "each"),
+                   help="queries with several relevant windows (QVHighlights): first = the first window only; "
+                        "each = one training query per window, evaluation against the best-matching window "
+                        "(default: first; evaluate and visualize -> the checkpoint's)")
+    p.add_argument("--limit", type=int, metavar="N", help="keep the first N queries of each split (smoke tests)")
+    p.add_argument("--skip-missing-features", action="store_true",
+                   help="drop (and count) the queries whose video has no features, instead of refusing the split")
     if split_default:
-        p.add_argument("--split", default=split_default, choices=("train", "val", "test"))
+        p.add_argument("--split", choices=("train", "val", "test"),
+                       help=f"split (default {split_default}; lighthouse: val, its test file has no windows)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/fian", help="run directory (checkpoints, log.jsonl)")
     t.add_argument("--preset", choices=("synthetic", "charades", "tacos", "activitynet"),
                    help="config preset (default: the dataset's; lighthouse -> charades)")
-    t.add_argument("--video-dim", type=int, help="feature dimension if it differs from the preset's")
+    t.add_argument("--video-dim", type=int, help="expected feature dimension, checked against the features "
+                                                 "(default: the features' own)")
     t.add_argument("--localization", choices=LOCALIZATIONS,
                    help="localization head (paper Table 5): content (FIAN, the default), tgn or cmin")
     t.add_argument("--window-sizes", type=_windows, metavar="W1,W2,...",
@@ -87,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=("reference", "fast"), default="fast",
                    help="fast: fused ops where built (Triton CGA on CUDA, C++/CUDA localization), "
                         "else their reference; reference: pure PyTorch (default fast)")
+    step = t.add_mutually_exclusive_group()
+    step.add_argument("--compile", action="store_true",
+                      help="compile forward + loss whole with torch.compile (fullgraph); first steps are slow")
+    step.add_argument("--cuda-graphs", action="store_true",
+                      help="replay the whole training step (optimizer included) from a CUDA graph; batches "
+                           "are padded to one shape (one CUDA device, one process)")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
@@ -145,12 +161,17 @@ def _set_threads(threads: Optional[int], device: str, small: bool) -> None:
 
 
 # ------------------------------------------------------------------------------- helpers
-def _load(args, split: str, cfg, vocab=None, synthetic_sizes=None, quiet: bool = False):
+def _load(args, split: str, cfg, vocab=None, synthetic_sizes=None, quiet: bool = False, video_dim="cfg"):
     from .data import load_split
 
-    ds, report = load_split(args.dataset, split, cfg.num_frames, cfg.max_query_length, video_dim=cfg.video_dim,
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit should be >= 1 query, got {args.limit}")
+    ds, report = load_split(args.dataset, split, cfg.num_frames, cfg.max_query_length,
+                            video_dim=cfg.video_dim if video_dim == "cfg" else video_dim,
                             data_dir=args.data_dir, features=args.features, vocab=vocab, glove=args.glove,
-                            feature_key=args.feature_key, synthetic_sizes=synthetic_sizes or args.synthetic_size)
+                            feature_key=args.feature_key, synthetic_sizes=synthetic_sizes or args.synthetic_size,
+                            windows=args.windows or "first", limit=args.limit,
+                            skip_missing_features=args.skip_missing_features)
     if not quiet:
         print(report.summary(), file=sys.stderr)
         miss, total = ds.vocab.oov_count(r.sentence for r in ds.records)
@@ -158,6 +179,10 @@ def _load(args, split: str, cfg, vocab=None, synthetic_sizes=None, quiet: bool =
             print(f"{report.source}: {miss} of {total} query tokens unknown to {ds.vocab.source} "
                   f"(zero vectors)", file=sys.stderr)
     return ds
+
+
+def _split(args) -> str:
+    return args.split or ("val" if args.dataset == "lighthouse" else "test")
 
 
 def _loader(ds, batch_size: int, workers: int):
@@ -183,8 +208,8 @@ def cmd_train(args) -> int:
     preset = args.preset or PRESET_OF[args.dataset]
     source = word_vectors(args.glove)
     overrides = {"word_dim": source.dim}
-    if args.video_dim:
-        overrides["video_dim"] = args.video_dim
+    if args.video_dim is not None and args.video_dim < 1:
+        raise CLIError(f"--video-dim should be >= 1, got {args.video_dim}")
     if args.localization:
         overrides["localization"] = args.localization
     if args.window_sizes:
@@ -197,20 +222,26 @@ def cmd_train(args) -> int:
         from .data.text import Vocabulary
         vocab = None
         last = os.path.join(args.out, "last.pt")
+        video_dim = args.video_dim  # None: the features' own
         if args.resume and os.path.isfile(last):
             from .train import check_resumable, load_checkpoint
             state = load_checkpoint(last)
-            check_resumable(state, cfg, last)  # before reading any data
+            video_dim = video_dim or state["config"].get("video_dim")
+            check_resumable(state, dataclasses.replace(cfg, video_dim=video_dim), last)  # before reading any data
             vocab = Vocabulary.from_state_dict(state["vocab"])
         quiet = not info.is_main
-        train_ds = _load(args, "train", cfg, vocab, quiet=quiet)
+        train_ds = _load(args, "train", cfg, vocab, quiet=quiet, video_dim=video_dim)
+        cfg = dataclasses.replace(cfg, video_dim=train_ds.video_dim)  # the model follows the features
+        if not quiet:
+            print(f"features {train_ds.features_path}: video_dim {train_ds.video_dim}", file=sys.stderr)
         val_ds = _load(args, "val", cfg, train_ds.vocab, quiet=quiet)
         opts = TrainOptions(out_dir=args.out, epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                             backend=args.backend, seed=args.seed, resume=args.resume,
                             checkpoint_every=args.checkpoint_every, thresholds=_thresholds(args.dataset),
                             protocol=args.protocol, num_workers=args.workers, progress=not args.quiet,
                             max_steps=args.max_steps, dataset=args.dataset,
-                            extra={"synthetic_sizes": list(args.synthetic_size)})
+                            step_mode="compile" if args.compile else "cuda-graphs" if args.cuda_graphs else "eager",
+                            extra={"synthetic_sizes": list(args.synthetic_size), "windows": args.windows or "first"})
         summary = train(cfg, train_ds, val_ds, opts, dist_info=info)
     finally:
         cleanup(info)
@@ -222,17 +253,18 @@ def cmd_train(args) -> int:
 
 
 def _evaluate(checkpoint: str, args, protocols) -> dict:
-    from .evaluate import evaluate_model
+    from .data.windows import evaluate_windows
     from .train import load_model
 
     model, cfg, vocab, state = load_model(checkpoint, args.device, getattr(args, "backend", None))
     _set_threads(args.threads, args.device, cfg.name == "synthetic")
     args.dataset = args.dataset or state.get("dataset", "synthetic")
+    args.windows = args.windows or state.get("windows")
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
-    ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
+    ds = _load(args, _split(args), cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
     loader = _loader(ds, args.batch_size or 64, args.workers)
-    return evaluate_model(model, loader, protocols, _thresholds(args.dataset), args.device,
-                          nms_threshold=getattr(args, "nms_threshold", None), dataset=args.dataset)
+    return evaluate_windows(model, ds, loader, protocols, _thresholds(args.dataset), args.device,
+                            nms_threshold=getattr(args, "nms_threshold", None), dataset_name=args.dataset)
 
 
 def cmd_evaluate(args) -> int:
@@ -305,6 +337,8 @@ def cmd_visualize(args) -> int:
         raise CLIError(f"--num should be >= 1, got {args.num}")
     model, cfg, vocab, state = load_model(args.checkpoint, args.device)
     args.dataset = args.dataset or state.get("dataset", "synthetic")
+    args.windows = args.windows or state.get("windows")
+    args.split = _split(args)
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, args.split, cfg, vocab, synthetic_sizes=sizes)
     from .data import collate

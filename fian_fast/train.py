@@ -235,7 +235,7 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
                                 num_workers=opts.num_workers, generator=torch.Generator().manual_seed(opts.seed))
     amp = opts.amp and device.type == "cuda"
     train_step = TrainStep(model, optimizer, cfg.grad_clip, amp, opts.step_mode, module=ddp)
-    fixed_shapes = opts.step_mode == "cuda-graphs"
+    fixed_shapes = opts.step_mode != "eager"   # one graph: one shape (pad_batch), never a recompile
     per_epoch = sampler.batches_per_epoch()
 
     def snapshot(epoch_now: int, batch_now: int, full: bool = True) -> dict:
@@ -252,8 +252,8 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
         """Main process: evaluate on ``val_ds``, log, write ``last.pt`` and, if better, ``best.pt``."""
         nonlocal best, last_metrics
         if val_loader is not None:
-            res = evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device,
-                                   amp)[opts.protocol]
+            res = evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device, amp,
+                                   dataset_name=opts.dataset)[opts.protocol]
             last_metrics = res.metrics
             key = (last_metrics.get(opts.select_metric, 0.0), last_metrics["mIoU"])
             improved = best is None or key > tuple(best["key"])

@@ -159,3 +159,109 @@ def test_evaluate_defaults_to_the_checkpoint_dataset(checkpoint, files, capsys):
                           files["features_h5"], "--json"], capsys)
     assert code == 0, err
     assert "R1@0.1" in json.loads(out)["metrics"]  # TACoS thresholds: the checkpoint was trained on tacos
+
+
+# ------------------------------------------------------------ public files, new-user paths
+@pytest.fixture(scope="module")
+def dim12(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dim12")
+    data = make_synthetic(seed=6, num_videos=(8, 3, 3), video_dim=12)
+    paths = write_synthetic(data, str(root))
+    paths["data"] = data
+    return paths
+
+
+def test_video_dim_follows_the_features_and_max_steps_validates(dim12, tmp_path, capsys):
+    data = ["--dataset", "tacos", "--data-dir", dim12["tacos"], "--features", dim12["features_h5"]]
+    code, out, err = run(["train", *data, "--out", str(tmp_path), "--max-steps", "1", *TINY], capsys)
+    assert code == 0, err
+    assert f"features {dim12['features_h5']}: video_dim 12" in err
+    assert "trained 0 epochs (1 steps)" in out and "'R1@0.5'" in out     # the stop validated
+    from fian_fast.train import load_checkpoint
+    best = load_checkpoint(str(tmp_path / "best.pt"))
+    assert best["config"]["video_dim"] == 12 and "optimizer" not in best
+    code, out, err = run(["train", *data, "--out", str(tmp_path / "b"), "--video-dim", "32", *TINY], capsys)
+    assert code == 1 and "feature dim 12, config expects 32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_qvhighlights_release_files_several_windows(dim12, tmp_path, capsys):
+    data = ["--dataset", "lighthouse", "--data-dir", dim12["lighthouse"], "--features", dim12["features_npy"]]
+    path = os.path.join(dim12["lighthouse"], "highlight_val_release.jsonl")
+    lines = [json.loads(l) for l in open(path)]
+    lines[0]["relevant_windows"].append([0.0, 1.0])                # a second window on the first query
+    with open(tmp_path / "highlight_val_release.jsonl", "w") as f:
+        f.writelines(json.dumps(o) + "\n" for o in lines)
+    for name in ("highlight_train_release.jsonl", "highlight_test_release.jsonl"):
+        with open(tmp_path / name, "w") as f:
+            f.write(open(os.path.join(dim12["lighthouse"], name)).read())
+    data[3] = str(tmp_path)
+    code, out, err = run(["train", *data, "--out", str(tmp_path / "run"), "--windows", "each", *TINY], capsys)
+    assert code == 0, err
+    assert "highlight_val_release.jsonl: kept" in err
+    assert "1 queries with several windows, 1 beyond the first (scored against the best-matching window)" in err
+    code, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), *data], capsys)
+    assert code == 0, err
+    # the val split by default, under the checkpoint's policy
+    assert f"[2dtan] {len(lines)} queries" in out and "highlight_val_release.jsonl" in err
+    assert "best-matching window" in err
+    code, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), *data, "--split", "test"],
+                         capsys)
+    assert code == 1 and "use --split val" in err and len(err.strip().splitlines()) == 1
+
+
+def test_limit_and_skip_missing_features(dim12, tmp_path, capsys):
+    import h5py
+    data = dim12["data"]
+    drop = data.splits["train"][0].video_id
+    with h5py.File(tmp_path / "part.h5", "w") as f:
+        for vid, feats in data.features.items():
+            if vid != drop:
+                f.create_dataset(vid, data=feats)
+    args = ["--dataset", "activitynet", "--data-dir", dim12["activitynet"], "--features", str(tmp_path / "part.h5")]
+    code, out, err = run(["train", *args, "--out", str(tmp_path / "a"), *TINY], capsys)
+    assert code == 1 and f"(first: '{drop}')" in err and "--skip-missing-features" in err
+    code, out, err = run(["train", *args, "--out", str(tmp_path / "b"), "--skip-missing-features", "--limit", "5",
+                          *TINY], capsys)
+    assert code == 0, err
+    lost = sum(r.video_id == drop for r in data.splits["train"])
+    assert f"train.json: kept 5 of {len(data.splits['train'])} queries; dropped {lost} (missing_features: {lost}" in err
+    assert "limit:" in err
+    code, out, err = run(["train", *args, "--out", str(tmp_path / "c"), "--limit", "0", *TINY], capsys)
+    assert code == 1 and "--limit should be >= 1 query, got 0" in err
+
+
+@pytest.mark.parametrize("case", ["other_dim", "all_nan", "bom_csv"])
+def test_broken_feature_and_csv_files(dim12, tmp_path, capsys, case):
+    import h5py
+    data = dim12["data"]
+    if case == "bom_csv":
+        folder = tmp_path / "charades"
+        folder.mkdir()
+        for name in os.listdir(dim12["charades_txt"]):
+            text = open(os.path.join(dim12["charades_txt"], name), encoding="utf-8").read()
+            bom = "\ufeff" if name.endswith(".csv") else ""
+            (folder / name).write_bytes((bom + text).replace("\n", "\r\n").encode("utf-8"))
+        argv = ["train", "--dataset", "charades", "--data-dir", str(folder), "--features", dim12["features_h5"],
+                "--out", str(tmp_path / "run"), *TINY]
+        code, out, err = run(argv, capsys)
+        assert code == 0, err
+        return
+    victim = data.splits["val"][0].video_id
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        for vid, feats in data.features.items():
+            if vid == victim:
+                feats = np.zeros((5, 7), np.float32) if case == "other_dim" else np.full_like(feats, np.nan)
+            f.create_dataset(vid, data=feats)
+    argv = ["train", "--dataset", "tacos", "--data-dir", dim12["tacos"], "--features", str(tmp_path / "f.h5"),
+            "--out", str(tmp_path / "run"), *TINY]
+    code, out, err = run(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in err and lines[-1].startswith("fian-fast: error:")
+    assert all("kept" in line or "video_dim" in line for line in lines[:-1])  # the splits' reports before it
+    err = lines[-1]
+    if case == "other_dim":
+        # refused when the split is loaded, before training starts
+        assert f"videos differ in feature dimension: 12 (" in err and f"7 (1 videos, e.g. '{victim}')" in err
+        assert not os.path.exists(tmp_path / "run" / "log.jsonl")
+    else:
+        assert f"f.h5: video '{victim}' has " in err and "NaN" in err

@@ -181,7 +181,7 @@ def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
                             ffn_size=32)
     model = FIAN(cfg).eval()
     thresholds = (0.1, 0.3, 0.5)
-    for protocol in ("2dtan", "csmgan"):
+    for protocol in ("2dtan", "csmgan", "mmn"):
         # batches of one: the model sees exactly what it sees in the one-query evaluations below
         got = evaluate_windows(model, va, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds)
         got = got[protocol]
@@ -200,3 +200,8 @@ def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
         first = evaluate_model(model, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds)[protocol]
         assert all(got.hits[k] >= first.hits[k] for k in got.hits) and got.miou_sum >= first.miou_sum
         assert any(got.hits[k] > first.hits[k] for k in got.hits)  # the extra windows are actually matched
+    # moment_detr grades every window itself, from the batches' gt_windows
+    loader = DataLoader(va, batch_size=2, collate_fn=collate)
+    assert [w is None for w in next(iter(loader)).gt_windows] == [False, True]
+    got = evaluate_windows(model, va, loader, ("moment_detr",), thresholds)["moment_detr"]
+    assert got.hits == evaluate_model(model, loader, ("moment_detr",), thresholds)["moment_detr"].hits

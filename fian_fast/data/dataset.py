@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._validation import check_batch
 from .features import FeatureStore, MemoryFeatures, check_features, open_features, resample
 from .formats import read_annotations
 from .records import Record, clean_records
@@ -39,6 +40,8 @@ class Batch(NamedTuple):
         gt: float32 [B, 2] ground-truth (start, end) as fractions of the duration, in [0, 1].
         durations: float32 [B] seconds.
         video_ids, sentences: the batch's video ids and sentences (lists of str).
+        gt_windows: per query every relevant window, float64 [G, 2] seconds, for queries with
+            several (None for the others); None when no query of the batch has several.
     """
 
     video: torch.Tensor
@@ -49,11 +52,12 @@ class Batch(NamedTuple):
     durations: torch.Tensor
     video_ids: List[str]
     sentences: List[str]
+    gt_windows: Optional[List[Optional[np.ndarray]]] = None
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(move(self.video), move(self.video_lengths), move(self.query), move(self.query_lengths),
-                     move(self.gt), move(self.durations), self.video_ids, self.sentences)
+                     move(self.gt), move(self.durations), self.video_ids, self.sentences, self.gt_windows)
 
     def model_inputs(self) -> tuple:
         """``(video, video_lengths, query, query_lengths)``, the positional inputs of ``FIAN``."""
@@ -61,7 +65,8 @@ class Batch(NamedTuple):
 
 
 class GroundingDataset(Dataset):
-    """Items ``(video [Lv, D], video_length, query [L, word_dim], gt [2], duration, video_id, sentence)``.
+    """Items ``(video [Lv, D], video_length, query [L, word_dim], gt [2], duration, video_id, sentence,
+    windows)``; ``windows`` is float64 [G, 2] seconds for a query with several relevant windows, else None.
 
     Args:
         records: cleaned records (start < end within [0, duration]).
@@ -113,7 +118,9 @@ class GroundingDataset(Dataset):
         r = self.records[i]
         video, length = self.video(r.video_id)
         s, e = r.fraction
-        return video, length, self.queries[i], torch.tensor([s, e], dtype=torch.float32), r.duration, r.video_id, r.sentence
+        windows = np.asarray(r.windows, dtype=np.float64) if len(r.windows) > 1 else None
+        return (video, length, self.queries[i], torch.tensor([s, e], dtype=torch.float32), r.duration, r.video_id,
+                r.sentence, windows)
 
 
 def collate(items: Sequence[tuple]) -> Batch:
@@ -121,15 +128,21 @@ def collate(items: Sequence[tuple]) -> Batch:
 
     Stacking goes through numpy: ``torch.stack`` of a Charades-sized batch (64 x 64 x 1024) took
     0.77 s with two intra-op threads on a busy 2-core machine against 2 ms for ``np.stack``."""
-    videos, vlens, queries, gts, durations, vids, sentences = zip(*items)
+    videos, vlens, queries, gts, durations, vids, sentences, *windows = zip(*items)
+    windows = list(windows[0]) if windows and any(w is not None for w in windows[0]) else None
     qlens = [q.shape[0] for q in queries]
     query = np.zeros((len(items), max(qlens), queries[0].shape[1]), dtype=np.float32)
     for b, q in enumerate(queries):
         query[b, : q.shape[0]] = q.numpy()
-    return Batch(torch.from_numpy(np.stack([v.numpy() for v in videos])), torch.tensor(vlens, dtype=torch.int64),
-                 torch.from_numpy(query), torch.tensor(qlens, dtype=torch.int64),
-                 torch.from_numpy(np.stack([g.numpy() for g in gts])), torch.tensor(durations, dtype=torch.float32),
-                 list(vids), list(sentences))
+    batch = Batch(torch.from_numpy(np.stack([v.numpy() for v in videos])), torch.tensor(vlens, dtype=torch.int64),
+                  torch.from_numpy(query), torch.tensor(qlens, dtype=torch.int64),
+                  torch.from_numpy(np.stack([g.numpy() for g in gts])), torch.tensor(durations, dtype=torch.float32),
+                  list(vids), list(sentences), windows)
+    # Values are checked here, on the host, where they enter; the model, the trainer and the
+    # evaluator then take the trusted path. The frames were checked finite when read
+    # (FeatureStore.get); the words, lengths, ground truth and durations are checked here.
+    check_batch("collate", *batch.model_inputs(), gt=batch.gt, durations=batch.durations, finite=("query",))
+    return batch
 
 
 _SYNTHETIC_CACHE: Dict[tuple, object] = {}
