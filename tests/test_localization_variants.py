@@ -262,3 +262,17 @@ def test_cli_nms_threshold(tmp_path, capsys):
     assert "--nms-threshold applies to the protocols 2dtan, mmn, not csmgan" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", ckpt, "--protocol", "mmn", "--nms-threshold", "1.5"]) == 1
     assert "--nms-threshold should be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("localization", ["tgn", "cmin"])
+def test_trusted_forward_and_loss_read_nothing_from_the_device(localization):
+    from fian_fast._host_reads import count_host_reads
+
+    cfg = tiny(localization)
+    model = FIAN(cfg, backend="fast")
+    video, vl, query, ql = inputs(cfg, [24, 9], [8, 3])
+    gt = torch.tensor([[0.1, 0.5], [0.2, 0.9]])
+    with count_host_reads() as reads:
+        out = model(video, vl, query, ql, validate=False)
+        model.loss(out, gt, validate=False).total.backward()
+    assert reads.total == 0
