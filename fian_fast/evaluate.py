@@ -336,7 +336,7 @@ def _r1_moment_detr(q: QueryRanking) -> float:
     g = gts[int(np.argmax(cross))]                       # numpy.argmax: the first NaN, else the first maximum
     inter = max(0.0, min(top[1], g[1]) - max(top[0], g[0]))
     hull = max(top[1], g[1]) - min(top[0], g[0])
-    return inter / hull if hull != 0 else 0.0
+    return float(inter / hull) if hull != 0 else 0.0
 
 
 def score_queries(queries: Iterable[QueryRanking], protocol: str = DEFAULT_PROTOCOL,

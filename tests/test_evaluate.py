@@ -225,6 +225,7 @@ def test_moment_detr_r1_takes_the_first_window_as_given():
 def test_moment_detr_hit_is_inclusive():
     res = score_queries([q([[0, 7]], (0, 10))], "moment_detr", thresholds=(0.7,))
     assert res.hits[(1, 0.7)] == 1                           # IoU exactly 0.7
+    assert type(res.metrics["mIoU"]) is float and res.metrics["mIoU"] == 70.0
     assert score_queries([q([[0, 7]], (0, 10))], "2dtan", thresholds=(0.7,)).hits[(1, 0.7)] == 0
 
 
