@@ -1,4 +1,5 @@
 """The package imports cleanly, finds its compiled extension, and explains a missing one."""
+import os
 import subprocess
 import sys
 
@@ -35,9 +36,19 @@ def test_extension_is_built_for_running_torch():
     assert hasattr(torch.ops.fian_fast, "pairwise_iou")
 
 
+def _build_flag(name: str) -> bool:
+    """A build knob as setup.py reads it."""
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def test_cuda_kernels_built_when_toolkit_present():
     import shutil
 
+    knobs = [k for k in ("FIAN_FAST_SKIP_CUDA", "FIAN_FAST_SKIP_EXT") if _build_flag(k)]
+    if knobs:
+        assert not fian_fast.has_cuda_ops(), (f"{knobs[0]}=1 asks for a build without CUDA kernels, but the loaded "
+                                              f"extension has them: rebuild with the knob set, or unset it")
+        return
     if not torch.version.cuda or shutil.which("nvcc") is None:
         pytest.skip("no CUDA toolkit: the CPU-only build is expected")
     assert fian_fast.has_cuda_ops()
