@@ -408,7 +408,7 @@ def score_queries(queries: Iterable[QueryRanking], protocol: str = DEFAULT_PROTO
 
 
 # ------------------------------------------------------------------------------ the model
-def ranked_segments(model, out, durations: torch.Tensor, gt_fraction: torch.Tensor,
+def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
                     gt_windows: Optional[Sequence[Optional[np.ndarray]]] = None) -> List[QueryRanking]:
     """Every valid candidate of each query, refined and ranked as ``model.decode`` does with
     ``top_n = N`` and no suppression (``nms_threshold = 1``), vectorized: offsets are taken relative
@@ -447,7 +447,8 @@ def evaluate_model(model, loader, protocols: Sequence[str] = (DEFAULT_PROTOCOL,)
                    thresholds: Sequence[float] = (0.3, 0.5, 0.7), device="cpu", autocast: bool = False,
                    progress: bool = False, nms_threshold: Optional[float] = None,
                    dataset: Optional[str] = None) -> Dict[str, EvalResult]:
-    """Run ``model`` over ``loader`` (yielding :class:`~fian_fast.data.Batch`) and score it under
+    """Run ``model`` over ``loader`` (yielding :class:`~fian_fast.data.Batch` made by ``collate``, which
+    checked their values: the model takes the trusted path) and score it under
     each protocol. The model is put in eval mode and restored afterwards.
 
     ``nms_threshold`` sets the NMS of the protocols in :data:`SUPPRESSING` (the others ignore
@@ -463,9 +464,9 @@ def evaluate_model(model, loader, protocols: Sequence[str] = (DEFAULT_PROTOCOL,)
         for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             batch = batch.to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                out = model(*batch.model_inputs())
+                out = model(*batch.model_inputs(), validate=False)   # checked by the loader's collate
             out = out._replace(logits=out.logits.float(), offsets=out.offsets.float())
-            rankings.extend(ranked_segments(model, out, batch.durations.float(), batch.gt,
+            rankings.extend(ranked_segments(out, batch.durations.float(), batch.gt,
                                             getattr(batch, "gt_windows", None)))
     finally:
         model.train(was_training)

@@ -99,7 +99,7 @@ def test_ranked_segments_from_the_model():
     out = model(torch.randn(B, 32, cfg.video_dim), lengths, torch.randn(B, 4, cfg.word_dim), torch.tensor([4, 2, 1]))
     durations = torch.tensor([16.0, 8.5, 2.5])
     gt = torch.tensor([[0.1, 0.5], [0.0, 1.0], [0.2, 0.4]])
-    ranks = ranked_segments(model, out, durations, gt)
+    ranks = ranked_segments(out, durations, gt)
     for b, r in enumerate(ranks):
         assert len(r.segments) == int(out.valid[b].sum())
         assert (np.diff(r.scores) <= 0).all()
