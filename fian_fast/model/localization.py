@@ -8,8 +8,9 @@ rewriting: output channel 0 is the score logit, channels 1-2 the offsets (Î´s, Î
 
 :func:`build_localization` builds the head a config names: this one (``"content"``), or the
 point-feature anchor heads of Table 5 (``"tgn"``, ``"cmin"``, :mod:`.anchor_localization`). Every
-head holds ``candidates`` [N, 2] (frames), ``anchors`` [N] (the frame a candidate is valid
-from: ``t < video_lengths[b]``) and ``regresses`` (whether it predicts offsets).
+head holds ``candidates`` [N, 2] (frames), ``anchors`` [N] (a frame per candidate: the candidate
+is valid for sample b iff ``anchors < video_lengths[b]``) and ``regresses`` (whether it predicts
+offsets).
 """
 from __future__ import annotations
 
