@@ -1,4 +1,4 @@
-"""Evaluation: R@n, IoU@m, mIoU and mAP under the field's named protocols (PROTOCOLS.md, "Metrics").
+"""Evaluation: R@n, IoU@m, mIoU and mAP under the field's named protocols (docs/protocols.md, "Metrics").
 
 The evaluator ranks, for each query, every valid candidate of the model by score, with the
 model's own refinement (what ``FIAN.decode`` returns with ``top_n = N`` and no suppression:
