@@ -306,6 +306,9 @@ def cmd_predict(args) -> int:
         raise CLIError(f"features {args.features}: expected a [T, D] array, got shape {feats.shape}")
     if feats.shape[1] != cfg.video_dim:
         raise CLIError(f"features {args.features}: feature dim {feats.shape[1]}, config expects {cfg.video_dim}")
+    if not np.isfinite(feats).all():
+        raise CLIError(f"features {args.features}: {int(feats.size - np.isfinite(feats).sum())} non-finite values "
+                       f"of {feats.size} ({int(np.isnan(feats).sum())} NaN)")
     if not args.duration > 0:
         raise CLIError(f"--duration should be > 0 seconds, got {args.duration}")
     if args.top_n < 1:

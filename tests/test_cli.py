@@ -86,7 +86,7 @@ def test_evaluate_both_protocols_and_visualize(checkpoint, files, tmp_path, caps
 
 
 @pytest.mark.parametrize("case", ["missing_ckpt", "corrupt_ckpt", "wrong_dim", "missing_ids", "empty_query",
-                                  "missing_dir", "bad_json", "resume_other_config", "predict_dim"])
+                                  "missing_dir", "bad_json", "resume_other_config", "predict_dim", "predict_nan"])
 def test_errors_are_one_line(case, checkpoint, files, tmp_path, capsys):
     tacos = ["--dataset", "tacos", "--data-dir", files["tacos"]]
     if case == "missing_ckpt":
@@ -124,6 +124,12 @@ def test_errors_are_one_line(case, checkpoint, files, tmp_path, capsys):
         argv = ["train", *tacos, "--features", files["features_h5"], "--out", run_dir, "--resume", "--preset",
                 "synthetic", "--quiet", "--glove", _tiny_glove(tmp_path)]
         msg = "comes from another config: word_dim"
+    elif case == "predict_nan":
+        video = np.zeros((9, 32), np.float32)
+        video[2, :3] = np.nan
+        np.save(tmp_path / "v.npy", video)
+        argv, msg = ["predict", "--checkpoint", checkpoint, "--features", str(tmp_path / "v.npy"), "--duration", "5",
+                     "--query", "a door"], "v.npy: 3 non-finite values of 288 (3 NaN)"
     else:
         np.save(tmp_path / "v.npy", np.zeros((9, 5), np.float32))
         argv, msg = ["predict", "--checkpoint", checkpoint, "--features", str(tmp_path / "v.npy"), "--duration", "5",
