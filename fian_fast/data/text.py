@@ -22,9 +22,10 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import unicodedata
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,6 +57,12 @@ def _split_clitic(word: str) -> List[str]:
 def tokenize(sentence: str) -> List[str]:
     """Lowercased GloVe-style tokens of ``sentence``: ``"A person’s opening the door; he can't."`` ->
     ``["a", "person", "'s", "opening", "the", "door", ";", "he", "ca", "n't", "."]``."""
+    return list(_tokens(sentence))
+
+
+# Loading tokenizes each sentence several times (vocabulary, encoding, counts): cache a split's worth.
+@functools.lru_cache(maxsize=1 << 17)
+def _tokens(sentence: str) -> Tuple[str, ...]:
     s = unicodedata.normalize("NFKC", sentence).translate(_PLAIN).lower()
     tokens: List[str] = []
     i, n = 0, len(s)
@@ -91,7 +98,7 @@ def tokenize(sentence: str) -> List[str]:
         else:
             tokens.append(c)
             i += 1
-    return tokens
+    return tuple(tokens)
 
 
 def has_words(sentence: str) -> bool:
