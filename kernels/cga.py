@@ -378,7 +378,9 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
         max_n = min(max_n, 32)
     fwd = dict(BLOCK_M=fwd_m, BLOCK_N=_block(Lk, 16, max_n), BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=_WARPS)
     fused = triton.next_power_of_2(max(Lk, 1)) <= fused_keys
-    bwd_n = _block(Lk, 16, fused_keys) if fused else max(16, 64 // shrink)
+    # IEEE float32 on 32-key tiles spills with Triton 3.6 (8 bytes); 64-key tiles fit both versions
+    min_n = 64 // shrink if kind == "ieee" else 16
+    bwd_n = _block(Lk, max(16, min(min_n, fused_keys)), fused_keys) if fused else max(16, 64 // shrink)
     bwd_m = (32 if bwd_n <= 128 else 16) if kind == "half" else 16
     bwd_m = _block(Lq, 16, max(16, bwd_m // shrink))
     bwd = dict(BLOCK_M=bwd_m, BLOCK_N=bwd_n, BLOCK_D=block_d, DOT_PRECISION=prec, num_warps=_WARPS, WRITE_DQ=fused)
