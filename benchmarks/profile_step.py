@@ -60,7 +60,9 @@ def annotate(model: torch.nn.Module) -> None:
         module.register_forward_hook(post)
 
 
-def _batch(cfg, B, device):
+def random_batch(cfg, B, device):
+    """A random training batch: video [B, T, video_dim], lengths, query [B, Lq, word_dim], lengths and
+    ground truth [B, 2] as fractions of the duration (also used by benchmarks/test_bench_model.py)."""
     g = torch.Generator().manual_seed(0)
     video = torch.randn(B, cfg.num_frames, cfg.video_dim, generator=g)
     video_lengths = torch.randint(cfg.num_frames // 2, cfg.num_frames + 1, (B,), generator=g)
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
     model = FIAN(cfg, backend="fast").to(args.device).train()
     annotate(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = make_step(model, opt, _batch(cfg, B, args.device), "cuda" if cuda else "cpu", dtype)
+    step = make_step(model, opt, random_batch(cfg, B, args.device), "cuda" if cuda else "cpu", dtype)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(3):
         step()

@@ -4,17 +4,7 @@ import pytest
 import torch
 
 from fian_fast import FIAN, FIANConfig
-
-
-def _batch(cfg, B, device, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    video = torch.randn(B, cfg.num_frames, cfg.video_dim, generator=g)
-    video_lengths = torch.randint(cfg.num_frames // 4, cfg.num_frames + 1, (B,), generator=g)
-    query = torch.randn(B, cfg.max_query_length, cfg.word_dim, generator=g)
-    query_lengths = torch.randint(3, cfg.max_query_length + 1, (B,), generator=g)
-    start = torch.rand(B, generator=g) * 0.7
-    gt = torch.stack([start, start + 0.05 + torch.rand(B, generator=g) * (0.95 - start)], 1).clamp(max=1.0)
-    return [t.to(device) for t in (video, video_lengths, query, query_lengths, gt)]
+from profile_step import random_batch as _batch  # benchmarks/ is on sys.path under pytest
 
 
 def _train_step(model, opt, batch):
