@@ -232,10 +232,11 @@ def check_gt(fn: str, gt: torch.Tensor) -> None:
 
 def check_batch(fn: str, video: torch.Tensor, video_lengths: torch.Tensor, query: torch.Tensor,
                 query_lengths: torch.Tensor, gt: Optional[torch.Tensor] = None,
-                durations: Optional[torch.Tensor] = None) -> None:
+                durations: Optional[torch.Tensor] = None, finite: Sequence[str] = ("video", "query")) -> None:
     """Value checks of a batch where it enters (the loader, on the host): lengths within the
-    padded sizes, finite frames and words in use, ground truth in [0, 1] with start <= end,
-    finite positive durations. Metadata is checked as well."""
+    padded sizes, finite frames and words in use (of the inputs named in ``finite``: a loader
+    whose feature store checked the frames when it read them leaves "video" out), ground truth in [0, 1] with
+    start <= end, finite positive durations. Metadata is checked as well."""
     check_tensor(fn, "video", video, dim=3, floating=True)
     B, Lv = video.shape[0], video.shape[1]
     check_tensor(fn, "query", query, dim=3, floating=True, shape=(B,))
@@ -243,6 +244,8 @@ def check_batch(fn: str, video: torch.Tensor, video_lengths: torch.Tensor, query
     check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1], validate=False)
     check_length_range(fn, (("video_lengths", video_lengths, 1, Lv), ("query_lengths", query_lengths, 1, query.shape[1])))
     for name, x, lengths in (("video", video, video_lengths), ("query", query, query_lengths)):
+        if name not in finite:
+            continue
         used = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         bad = ~torch.isfinite(x) & used[..., None]
         if x.numel() and bool(bad.any()):

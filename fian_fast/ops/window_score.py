@@ -2,6 +2,7 @@
 window (section 3.4), forward and backward as compiled ops."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -61,9 +62,21 @@ def _window_score_fake(features, weights, biases, window_sizes, strides):
     return features.new_empty((features.shape[0], n, 3))
 
 
+def _weight_grad_like(w, k: int, stride: int, features) -> torch.Tensor:
+    """An empty tensor with the shape and strides of the kernels' weight gradient: the CUDA kernel
+    writes a contiguous one; the CPU kernel returns its blocked GEMM's result, [g·C, 3·m] viewed
+    back as [3, C, k] (csrc/ops/cpu/window_score_kernel.cpp), whose strides follow from that chain."""
+    if features.device.type != "cpu" or features.shape[0] == 0:
+        return w.new_empty(w.shape)
+    C, g = w.shape[1], math.gcd(k, stride)
+    m = k // g
+    return w.new_empty((g * C, 3 * m)).reshape(g, C, 3, m).permute(2, 1, 3, 0).reshape(3, C, k)
+
+
 @register_fake("fian_fast::window_score_backward")
 def _window_score_backward_fake(grad, features, weights, window_sizes, strides):
-    return (features.new_empty(features.shape), [w.new_empty(w.shape) for w in weights],
+    return (features.new_empty(features.shape),
+            [_weight_grad_like(w, k, s, features) for w, k, s in zip(weights, window_sizes, strides)],
             [features.new_empty((3,)) for _ in weights])
 
 
