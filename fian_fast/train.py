@@ -130,7 +130,8 @@ def load_model(path: str, device: str = "cpu", backend: Optional[str] = None):
 
 def check_resumable(state: dict, cfg: FIANConfig, path: str) -> None:
     """A checkpoint may resume this run only if its config equals ``cfg`` (``epochs`` aside)."""
-    saved = state["config"]
+    # fields added to FIANConfig after a checkpoint was written take their defaults there
+    saved = {**FIANConfig().to_dict(), **state["config"]}
     now = cfg.to_dict()
     diff = [k for k in sorted(set(saved) | set(now)) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
     if diff:

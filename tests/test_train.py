@@ -99,6 +99,20 @@ def test_resume_rejects_another_config(tmp_path, datasets):
         train(tiny_cfg(), tr, va, opts(tmp_path / "empty", resume=True))
 
 
+def test_resume_from_a_checkpoint_older_than_a_config_field(tmp_path, datasets):
+    """A config saved before a field existed (here ``localization``) resumes when the run uses
+    that field's default, and is refused when it does not."""
+    tr, va = datasets
+    train(tiny_cfg(), tr, va, opts(tmp_path, epochs=2, max_steps=1))
+    last = tmp_path / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["localization"]
+    torch.save(state, last)
+    train(tiny_cfg(), tr, va, opts(tmp_path, epochs=2, resume=True))
+    with pytest.raises(ValueError, match="localization is 'content' there and 'cmin' here"):
+        train(tiny_cfg(localization="cmin", window_sizes=(2, 4)), tr, va, opts(tmp_path, resume=True))
+
+
 def test_bad_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="checkpoint not found"):
         load_checkpoint(str(tmp_path / "none.pt"))
