@@ -21,7 +21,8 @@ import torch
 
 __all__ = ["check_tensor", "check_lengths", "check_finite", "check_same_device", "check_fraction",
            "check_intervals", "check_no_nan", "check_data", "check_top", "check_valid", "check_windows",
-           "check_length_range", "check_batch", "check_all_finite", "check_gt"]
+           "check_length_range", "check_batch", "check_all_finite", "check_gt", "check_like",
+           "check_cga_attention_args", "check_cga_gate_args"]
 
 
 def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optional[int] = None,
@@ -263,3 +264,62 @@ def check_batch(fn: str, video: torch.Tensor, video_lengths: torch.Tensor, query
 
 def _unit(name: str) -> str:
     return "frames" if name == "video" else "words"
+
+
+def check_like(fn: str, ref_name: str, ref: torch.Tensor, **tensors) -> None:
+    """Each tensor in ``tensors`` has the shape, dtype and device of ``ref``."""
+    for name, t in tensors.items():
+        check_tensor(fn, name, t)
+        if t.shape != ref.shape:
+            raise ValueError(f"{fn}: {name} should have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+        if t.dtype != ref.dtype or t.device != ref.device:
+            raise ValueError(f"{fn}: {name} should be {ref.dtype} on {ref.device} like {ref_name}, got {t.dtype} "
+                             f"on {t.device}")
+
+
+_TRITON_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_lengths_meta(fn: str, B: int, device, **lengths) -> None:
+    for name, t in lengths.items():
+        check_lengths(fn, name, t, B, 0, validate=False)
+        if t.device != device:
+            raise ValueError(f"{fn}: {name} should be on {device}, got {t.device}")
+
+
+def check_cga_attention_args(fn: str, q, k, v, query_lengths, key_lengths, num_heads, input_precision) -> None:
+    """Metadata of the ``fian_fast::cga_attention`` (and backward) Triton op: q [B, Lq, d], k and v
+    [B, Lk, d], float32/float16/bfloat16, one device; int lengths [B]; num_heads dividing d into
+    heads of at most 256; input_precision one of ieee, tf32, tf32x3."""
+    check_tensor(fn, "q", q, dim=3, floating=True)
+    if q.dtype not in _TRITON_FLOATS:
+        raise ValueError(f"{fn}: q should be float32, float16 or bfloat16, got {q.dtype}")
+    B, _, d = q.shape
+    check_tensor(fn, "k", k, dim=3, shape=(B, None, d))
+    check_like(fn, "k", k, v=v)
+    if k.dtype != q.dtype or k.device != q.device:
+        raise ValueError(f"{fn}: k should be {q.dtype} on {q.device} like q, got {k.dtype} on {k.device}")
+    _check_lengths_meta(fn, B, q.device, query_lengths=query_lengths, key_lengths=key_lengths)
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or d % num_heads:
+        raise ValueError(f"{fn}: num_heads should be a positive int dividing d = {d}, got {num_heads!r}")
+    if d // num_heads > 256:
+        raise ValueError(f"{fn}: num_heads should leave heads of at most 256 features, got {d // num_heads}")
+    if input_precision not in ("ieee", "tf32", "tf32x3"):
+        raise ValueError(f"{fn}: input_precision should be 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+
+
+def check_cga_gate_args(fn: str, x, info, b_gate, b_info, query_lengths) -> None:
+    """Metadata of the ``fian_fast::cga_gate`` (and backward) Triton op: x [B, Lq, d] float32/
+    float16/bfloat16; info None or like x; b_gate, b_info [d] of x's dtype and device; int
+    query_lengths [B]."""
+    check_tensor(fn, "x", x, dim=3, floating=True)
+    if x.dtype not in _TRITON_FLOATS:
+        raise ValueError(f"{fn}: x should be float32, float16 or bfloat16, got {x.dtype}")
+    if info is not None:
+        check_like(fn, "x", x, info=info)
+    d = x.shape[2]
+    for name, b in (("b_gate", b_gate), ("b_info", b_info)):
+        check_tensor(fn, name, b, dim=1, shape=(d,))
+        if b.dtype != x.dtype or b.device != x.device:
+            raise ValueError(f"{fn}: {name} should be {x.dtype} on {x.device} like x, got {b.dtype} on {b.device}")
+    _check_lengths_meta(fn, x.shape[0], x.device, query_lengths=query_lengths)

@@ -32,7 +32,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_length_range, check_same_device, check_tensor
+from .._validation import (check_cga_attention_args, check_cga_gate_args, check_length_range, check_like,
+                           check_same_device, check_tensor)
 from ..reference.cga import CGAWeights
 from ..reference.cga import cga as _cga_reference
 
@@ -55,6 +56,7 @@ def _kernels():
 def _cga_attention(q: Tensor, k: Tensor, v: Tensor, query_lengths: Tensor, key_lengths: Tensor,
                    num_heads: int, input_precision: str) -> Tuple[Tensor, Tensor]:
     """fian_fast::cga_attention — heads [B, Lq, d] and base-2 LSE [B, H, Lq] float32 (eq. 4)."""
+    check_cga_attention_args("cga_attention", q, k, v, query_lengths, key_lengths, num_heads, input_precision)
     return _kernels().cga_attention_fwd(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
 
 
@@ -62,6 +64,12 @@ def _cga_attention_backward(grad_heads: Tensor, q: Tensor, k: Tensor, v: Tensor,
                             query_lengths: Tensor, key_lengths: Tensor, num_heads: int,
                             input_precision: str) -> Tuple[Tensor, Tensor, Tensor]:
     """fian_fast::cga_attention_backward — (dq, dk, dv), deterministic."""
+    fn = "cga_attention_backward"
+    check_cga_attention_args(fn, q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+    check_like(fn, "q", q, grad_heads=grad_heads, heads=heads)
+    check_tensor(fn, "lse", lse, dim=3, shape=(q.shape[0], num_heads, q.shape[1]))
+    if lse.dtype != torch.float32 or lse.device != q.device:
+        raise ValueError(f"{fn}: lse should be float32 on {q.device}, got {lse.dtype} on {lse.device}")
     return _kernels().cga_attention_bwd(grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads,
                                         input_precision)
 
@@ -83,6 +91,7 @@ def _attention_backward(ctx, grad_heads, grad_lse):
 
 def _cga_gate(x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor, query_lengths: Tensor) -> Tensor:
     """fian_fast::cga_gate — sigmoid(x + b_g) * (info or x + b_i), zero padded rows (eq. 6)."""
+    check_cga_gate_args("cga_gate", x, info, b_gate, b_info, query_lengths)
     return _kernels().cga_gate_fwd(x, info, b_gate, b_info, query_lengths)
 
 
@@ -90,6 +99,8 @@ def _cga_gate_backward(grad_out: Tensor, x: Tensor, info: Optional[Tensor], b_ga
                        query_lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """fian_fast::cga_gate_backward — (dx, dinfo, db_gate, db_info); dinfo is empty [0] for the
     shared gate (a schema output cannot be None)."""
+    check_cga_gate_args("cga_gate_backward", x, info, b_gate, b_info, query_lengths)
+    check_like("cga_gate_backward", "x", x, grad_out=grad_out)
     dx, di, dbg, dbi = _kernels().cga_gate_bwd(grad_out, x, info, b_gate, b_info, query_lengths)
     return dx, (di if di is not None else x.new_empty((0,))), dbg, dbi
 

@@ -11,7 +11,7 @@
 
 #include "ops/common/interval.h"
 #include "ops/common/nms.h"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {

@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "ops/common/interval.h"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {

@@ -4,26 +4,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "ops/checks.h"
 #include "ops/common/interval.h"
 
 namespace fian_fast {
 namespace {
 
-void check_intervals(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 3 && t.size(2) == 2, "pairwise_iou: ", name,
-              " should be a [B, N, 2] tensor of intervals, got shape ", t.sizes());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "pairwise_iou: ", name,
-              " should be a floating tensor, got ", t.scalar_type());
-}
-
 at::Tensor pairwise_iou_cpu(const at::Tensor& a, const at::Tensor& b) {
-  check_intervals(a, "a");
-  check_intervals(b, "b");
-  TORCH_CHECK(a.size(0) == b.size(0), "pairwise_iou: a and b should have the same batch size, got ",
-              a.size(0), " and ", b.size(0));
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "pairwise_iou: a and b should have the same dtype, got ",
-              a.scalar_type(), " and ", b.scalar_type());
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "pairwise_iou (CPU kernel): a and b should be on the CPU");
+  check_pairwise_iou_args(a, b);
   const int64_t B = a.size(0), N = a.size(1), M = b.size(1);
   auto out = at::empty({B, N, M}, a.options());
   if (out.numel() == 0) return out;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "ops/common/nms.h"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {

@@ -51,16 +51,12 @@ at::Tensor diagonal_view(const at::Tensor& z, const Blocked& p, int64_t B, int64
 
 at::Tensor window_score_cpu(const at::Tensor& features, at::TensorList weights, at::TensorList biases,
                             at::IntArrayRef window_sizes, at::IntArrayRef strides) {
-  const auto plan = check_window_score(features, weights, window_sizes, strides);
-  TORCH_CHECK(biases.size() == plan.size(), "window_score: expected one bias per scale (", plan.size(), "), got ",
-              biases.size());
+  const auto plan = check_window_score(features, weights, biases, window_sizes, strides);
   const int64_t B = features.size(0), T = features.size(1);
   auto out = at::empty({B, window_total(plan), 3}, features.options());
   if (out.numel() == 0) return out;
   const auto x = features.contiguous();
   for (size_t s = 0; s < plan.size(); ++s) {
-    TORCH_CHECK(biases[s].numel() == 3, "window_score: biases[", s, "] should have 3 elements, got ",
-                biases[s].sizes());
     const auto p = blocked(plan[s], T);
     const auto z = at::mm(blocked_features(x, p), blocked_weight(weights[s].contiguous(), p));
     auto dst = out.narrow(1, plan[s].offset, plan[s].count);
@@ -73,10 +69,8 @@ at::Tensor window_score_cpu(const at::Tensor& features, at::TensorList weights, 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_score_backward_cpu(
     const at::Tensor& grad, const at::Tensor& features, at::TensorList weights, at::IntArrayRef window_sizes,
     at::IntArrayRef strides) {
-  const auto plan = check_window_score(features, weights, window_sizes, strides);
+  const auto plan = check_window_score_backward(grad, features, weights, window_sizes, strides);
   const int64_t B = features.size(0), T = features.size(1), C = features.size(2);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(1) == window_total(plan) && grad.size(2) == 3,
-              "window_score_backward: grad should be [", B, ", ", window_total(plan), ", 3], got ", grad.sizes());
   const auto x = features.contiguous();
   const auto g = grad.to(features.scalar_type());
   auto dx = at::zeros_like(x);

@@ -11,7 +11,7 @@
 #include "ops/common/interval.h"
 #include "ops/cuda/block_nms.cuh"
 #include "ops/cuda/nms_launch.cuh"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {
@@ -73,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_cuda(const at::Tensor& can
                                                            const at::Tensor& durations, double iou_threshold,
                                                            int64_t top_n, const std::optional<at::Tensor>& valid) {
   check_decode_args(candidates, logits, offsets, video_lengths, durations, iou_threshold, top_n, valid);
-  TORCH_CHECK(logits.is_cuda(), "decode (CUDA kernel): logits should be on a CUDA device");
+  checks::on_cuda("decode", "logits", logits);
   c10::cuda::CUDAGuard guard(logits.device());
   const int64_t B = logits.size(0), N = logits.size(1);
   const auto f32 = logits.options().dtype(at::kFloat);

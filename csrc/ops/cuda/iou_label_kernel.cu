@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "ops/common/interval.h"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {
@@ -38,8 +38,7 @@ __global__ void iou_label_kernel(const scalar_t* __restrict__ candidates, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> iou_label_cuda(const at::Tensor& candidates, const at::Tensor& gt,
                                                                double tau) {
   check_iou_label_args(candidates, gt);
-  TORCH_CHECK(candidates.is_cuda() && candidates.device() == gt.device(),
-              "iou_label (CUDA kernel): candidates and gt should be on one CUDA device");
+  checks::on_cuda("iou_label", "gt", gt);
   c10::cuda::CUDAGuard guard(gt.device());
   const int64_t B = gt.size(0), N = candidates.size(-2);
   auto iou = at::empty({B, N}, gt.options());

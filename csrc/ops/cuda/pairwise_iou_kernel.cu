@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "ops/checks.h"
 #include "ops/common/interval.h"
 
 namespace fian_fast {
@@ -28,14 +29,8 @@ __global__ void pairwise_iou_kernel(const scalar_t* __restrict__ a, const scalar
 }
 
 at::Tensor pairwise_iou_cuda(const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.dim() == 3 && a.size(2) == 2, "pairwise_iou: a should be a [B, N, 2] tensor, got shape ", a.sizes());
-  TORCH_CHECK(b.dim() == 3 && b.size(2) == 2, "pairwise_iou: b should be a [B, M, 2] tensor, got shape ", b.sizes());
-  TORCH_CHECK(a.size(0) == b.size(0), "pairwise_iou: a and b should have the same batch size, got ",
-              a.size(0), " and ", b.size(0));
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "pairwise_iou: a and b should have the same dtype");
-  TORCH_CHECK(a.is_cuda() && b.is_cuda() && a.device() == b.device(),
-              "pairwise_iou (CUDA kernel): a and b should be on the same CUDA device");
-  TORCH_CHECK(at::isFloatingType(a.scalar_type()), "pairwise_iou: a should be floating, got ", a.scalar_type());
+  check_pairwise_iou_args(a, b);
+  checks::on_cuda("pairwise_iou", "a", a);
   c10::cuda::CUDAGuard guard(a.device());
   const int64_t B = a.size(0), N = a.size(1), M = b.size(1);
   auto out = at::empty({B, N, M}, a.options());

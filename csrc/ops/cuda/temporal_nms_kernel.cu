@@ -10,7 +10,7 @@
 
 #include "ops/cuda/block_nms.cuh"
 #include "ops/cuda/nms_launch.cuh"
-#include "ops/nms_checks.h"
+#include "ops/checks.h"
 
 namespace fian_fast {
 namespace {
@@ -51,7 +51,7 @@ __global__ void temporal_nms_kernel(const scalar_t* __restrict__ segments, const
 at::Tensor temporal_nms_cuda(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold,
                              int64_t top_k, const std::optional<at::Tensor>& valid) {
   check_nms_args(segments, scores, iou_threshold, top_k, valid);
-  TORCH_CHECK(segments.is_cuda(), "temporal_nms (CUDA kernel): segments should be on a CUDA device");
+  checks::on_cuda("temporal_nms", "segments", segments);
   c10::cuda::CUDAGuard guard(segments.device());
   const int64_t B = segments.size(0), N = segments.size(1);
   auto keep = at::empty({B, top_k}, segments.options().dtype(at::kLong));

@@ -223,14 +223,8 @@ void check_cuda(const at::Tensor& features, at::TensorList weights, size_t scale
 
 at::Tensor window_score_cuda(const at::Tensor& features, at::TensorList weights, at::TensorList biases,
                              at::IntArrayRef window_sizes, at::IntArrayRef strides) {
-  const auto plan = check_window_score(features, weights, window_sizes, strides);
+  const auto plan = check_window_score(features, weights, biases, window_sizes, strides);
   check_cuda(features, weights, plan.size());
-  TORCH_CHECK(biases.size() == plan.size(), "window_score: expected one bias per scale (", plan.size(), "), got ",
-              biases.size());
-  for (size_t s = 0; s < plan.size(); ++s) {
-    TORCH_CHECK(biases[s].numel() == 3 && biases[s].device() == features.device(), "window_score: biases[", s,
-                "] should hold 3 elements on ", features.device(), ", got ", biases[s].sizes());
-  }
   c10::cuda::CUDAGuard guard(features.device());
   const int64_t B = features.size(0), T = features.size(1), C = features.size(2), N = window_total(plan);
   auto out = at::empty({B, N, 3}, features.options());
@@ -256,13 +250,9 @@ at::Tensor window_score_cuda(const at::Tensor& features, at::TensorList weights,
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> window_score_backward_cuda(
     const at::Tensor& grad, const at::Tensor& features, at::TensorList weights, at::IntArrayRef window_sizes,
     at::IntArrayRef strides) {
-  const auto plan = check_window_score(features, weights, window_sizes, strides);
+  const auto plan = check_window_score_backward(grad, features, weights, window_sizes, strides);
   check_cuda(features, weights, plan.size());
   const int64_t B = features.size(0), T = features.size(1), C = features.size(2), N = window_total(plan);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(1) == N && grad.size(2) == 3,
-              "window_score_backward: grad should be [", B, ", ", N, ", 3], got ", grad.sizes());
-  TORCH_CHECK(grad.device() == features.device(), "window_score_backward: grad should be on ", features.device(),
-              ", got ", grad.device());
   c10::cuda::CUDAGuard guard(features.device());
   const auto x = features.contiguous();
   const auto g = grad.to(x.scalar_type()).contiguous();
