@@ -28,8 +28,6 @@ PyMODINIT_FUNC PyInit__C(void) {
 TORCH_LIBRARY(fian_fast, m) {
   // 1-D interval IoU of a [B, N, 2] against b [B, M, 2] -> [B, N, M].
   m.def("pairwise_iou(Tensor a, Tensor b) -> Tensor");
-  // Candidate windows [start, end) of every scale, float32 [N, 2] on the CPU (frames).
-  m.def("window_candidates(int num_frames, int[] window_sizes, int[] strides) -> Tensor");
   // Per-scale strided Conv1d of features [B, T, C] with weights[s] [3, C, k_s] -> [B, N, 3].
   m.def("window_score(Tensor features, Tensor[] weights, Tensor[] biases, int[] window_sizes, "
         "int[] strides) -> Tensor");

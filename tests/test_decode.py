@@ -117,7 +117,7 @@ def test_opcheck():
 
 def test_compiled_pipeline_matches_eager():
     cfg = FIANConfig.preset("synthetic")
-    cand = ops.window_candidates(cfg.num_frames, cfg.window_sizes, cfg.strides)
+    cand = reference.window_candidates(cfg.num_frames, cfg.window_sizes, cfg.strides)
     x = torch.randn(3, cfg.num_frames, 8)
     ws = [torch.randn(3, 8, k) * 0.2 for k in cfg.window_sizes]
     bs = [torch.zeros(3) for _ in cfg.window_sizes]

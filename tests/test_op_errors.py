@@ -40,16 +40,6 @@ CASES = {
     "pairwise_iou-int": (lambda: ops.pairwise_iou(torch.ones(2, 4, 2, dtype=torch.int32),
                                                   torch.ones(2, 3, 2, dtype=torch.int32)),
                          "pairwise_iou: a should be float16, bfloat16, float32 or float64, got Int"),
-    # window_candidates
-    "window_candidates-frames": (lambda: ops.window_candidates(0, [4], [2]),
-                                 "window_candidates: num_frames should be >= 1, got 0"),
-    "window_candidates-size": (lambda: ops.window_candidates(10, [4, 12], [2, 2]),
-                               r"window_candidates: window_sizes should lie in \[1, num_frames=10\], got \[4, 12\]"),
-    "window_candidates-stride": (lambda: ops.window_candidates(10, [4], [0]),
-                                 r"window_candidates: strides should be >= 1, got \[0\]"),
-    "window_candidates-lengths": (lambda: ops.window_candidates(10, [4, 8], [2]),
-                                  "window_candidates: window_sizes and strides should have one length, got 2 sizes "
-                                  "and 1 strides"),
     # window_score
     "window_score-rank": (lambda: ops.window_score(torch.randn(10, 4), *window_score_args()[1:]),
                           r"window_score: features should be \[B, T, C\], got shape \[10, 4\]"),
@@ -133,7 +123,7 @@ CASES = {
                      r"decode: valid should be a bool \[2, 5\] tensor, got Bool \[2, 4\]"),
 }
 
-COMPILED_OPS = {"pairwise_iou", "window_candidates", "window_score", "window_score_backward", "iou_label",
+COMPILED_OPS = {"pairwise_iou", "window_score", "window_score_backward", "iou_label",
                 "temporal_nms", "decode"}
 
 

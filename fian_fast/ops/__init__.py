@@ -6,10 +6,9 @@ in :mod:`fian_fast.reference`.
 """
 from .cga import CGAWeights, cga
 from .pairwise_iou import pairwise_iou
-from .window_candidates import window_candidates
 from .window_score import window_score
 from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
 
-__all__ = ["CGAWeights", "cga", "pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode"]
+__all__ = ["CGAWeights", "cga", "pairwise_iou", "window_score", "iou_label", "temporal_nms", "decode"]

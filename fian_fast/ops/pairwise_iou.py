@@ -1,4 +1,9 @@
-"""``fian_fast.ops.pairwise_iou``: 1-D interval IoU, C++ (CPU) and CUDA kernels."""
+"""``fian_fast.ops.pairwise_iou``: 1-D interval IoU, C++ (CPU) and CUDA kernels.
+
+The model does not call it (its labels are :func:`iou_label`, its NMS :func:`temporal_nms`). It is
+public for evaluation code: the IoU of every predicted moment against every ground-truth window
+of a sample, batched on the tensors' device, which the multi-window protocols (QVHighlights,
+Moment-DETR mAP) need and per-query NumPy loops compute slowly."""
 import torch
 
 from .._extension import load_ops, register_fake
