@@ -248,3 +248,34 @@ def test_cuda_train_end_to_end(tmp_path, mode):
                         device="cuda", backend="fast", step_mode=mode)
     summary = train(cfg, tr, None, opts)
     assert summary["steps"] == 2 * -(-len(tr) // 4)
+
+
+def test_cuda_graphs_need_one_cuda_device(tmp_path):
+    from fian_fast.train import TrainOptions, train
+
+    with pytest.raises(ValueError, match="step mode cuda-graphs needs one CUDA device and one process, got device cpu"):
+        train(tiny(), None, None, TrainOptions(out_dir=str(tmp_path), step_mode="cuda-graphs"))
+    with pytest.raises(ValueError, match="step_mode should be one of"):
+        train(tiny(), None, None, TrainOptions(out_dir=str(tmp_path), step_mode="jit"))
+
+
+def test_cli_step_flags(monkeypatch, tmp_path):
+    """--compile and --cuda-graphs reach TrainOptions.step_mode, and exclude each other."""
+    import fian_fast.train as train_module
+    from fian_fast import cli
+
+    seen = {}
+
+    def fake_train(cfg, train_ds, val_ds, opts, dist_info=None):
+        seen["mode"] = opts.step_mode
+        raise SystemExit(0)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    for flag, mode in (("--compile", "compile"), (None, "eager")):
+        argv = ["train", "--dataset", "synthetic", "--out", str(tmp_path), "--synthetic-size", "4,2,2", "--quiet"]
+        with pytest.raises(SystemExit):
+            cli.main(argv + ([flag] if flag else []))
+        assert seen.pop("mode") == mode
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--dataset", "synthetic", "--out", str(tmp_path), "--compile", "--cuda-graphs"])
+    assert exc.value.code == 2
