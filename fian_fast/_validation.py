@@ -22,7 +22,7 @@ import torch
 __all__ = ["check_tensor", "check_lengths", "check_finite", "check_same_device", "check_fraction",
            "check_intervals", "check_no_nan", "check_data", "check_top", "check_valid", "check_windows",
            "check_length_range", "check_batch", "check_all_finite", "check_gt", "check_like",
-           "check_cga_attention_args", "check_cga_gate_args"]
+           "check_cga_args", "check_cga_attention_args", "check_cga_gate_args"]
 
 
 def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optional[int] = None,
@@ -323,3 +323,41 @@ def check_cga_gate_args(fn: str, x, info, b_gate, b_info, query_lengths) -> None
         if b.dtype != x.dtype or b.device != x.device:
             raise ValueError(f"{fn}: {name} should be {x.dtype} on {x.device} like x, got {b.dtype} on {b.device}")
     _check_lengths_meta(fn, x.shape[0], x.device, query_lengths=query_lengths)
+
+
+def check_cga_args(fn: str, query, key_value, query_lengths, key_lengths, weights, num_heads, validate: bool) -> None:
+    """Arguments of :func:`fian_fast.ops.cga`: the metadata of every one (free) and, with
+    ``validate``, the length ranges (one host read)."""
+    from .reference.cga import CGAWeights
+
+    check_tensor(fn, "query", query, dim=3, floating=True)
+    B, Lq, d = query.shape
+    check_tensor(fn, "key_value", key_value, dim=3, floating=True, shape=(B, None, d))
+    Lk = key_value.shape[1]
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"{fn}: num_heads should be a positive int, got {num_heads!r}")
+    if d % num_heads:
+        raise ValueError(f"{fn}: num_heads should divide the feature size d = {d}, got num_heads = {num_heads}")
+    if not isinstance(weights, CGAWeights):
+        raise ValueError(f"{fn}: weights should be a CGAWeights, got {type(weights).__name__}")
+    if (weights.w_info_q is None) != (weights.w_info_v is None):
+        raise ValueError(f"{fn}: weights.w_info_q and weights.w_info_v should be given together or not at all, got "
+                         f"w_info_q {'None' if weights.w_info_q is None else 'a tensor'} and "
+                         f"w_info_v {'None' if weights.w_info_v is None else 'a tensor'}")
+    named = {name: w for name, w in weights._asdict().items() if w is not None}
+    for name, w in named.items():
+        if name.startswith("b_"):
+            check_tensor(fn, f"weights.{name}", w, dim=1, floating=True, shape=(d,))
+        else:
+            check_tensor(fn, f"weights.{name}", w, dim=2, floating=True, shape=(d, d))
+    for name, lengths in (("query_lengths", query_lengths), ("key_lengths", key_lengths)):
+        check_tensor(fn, name, lengths, dim=1, floating=False, shape=(B,))
+        if lengths.dtype == torch.bool:
+            raise ValueError(f"{fn}: {name} should be an integer tensor, got {lengths.dtype}")
+    floats = {"query": query, "key_value": key_value, **{f"weights.{n}": w for n, w in named.items()}}
+    for name, t in floats.items():
+        if t.dtype != query.dtype:
+            raise ValueError(f"{fn}: {name} should have the dtype of query ({query.dtype}), got {t.dtype}")
+    check_same_device(fn, **floats, query_lengths=query_lengths, key_lengths=key_lengths)
+    if validate:
+        check_length_range(fn, (("query_lengths", query_lengths, 0, Lq), ("key_lengths", key_lengths, 0, Lk)))

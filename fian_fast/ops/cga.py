@@ -32,8 +32,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import (check_cga_attention_args, check_cga_gate_args, check_length_range, check_like,
-                           check_same_device, check_tensor)
+from .._validation import check_cga_args, check_cga_attention_args, check_cga_gate_args, check_like, check_tensor
 from ..reference.cga import CGAWeights
 from ..reference.cga import cga as _cga_reference
 
@@ -138,41 +137,6 @@ def _register() -> None:
 
 # ---- entry points ---------------------------------------------------------------------------
 
-def _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate) -> None:
-    """Metadata of every argument (free); with ``validate`` also the length ranges (one host read)."""
-    check_tensor(fn, "query", query, dim=3, floating=True)
-    B, Lq, d = query.shape
-    check_tensor(fn, "key_value", key_value, dim=3, floating=True, shape=(B, None, d))
-    Lk = key_value.shape[1]
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"{fn}: num_heads should be a positive int, got {num_heads!r}")
-    if d % num_heads:
-        raise ValueError(f"{fn}: num_heads should divide the feature size d = {d}, got num_heads = {num_heads}")
-    if not isinstance(weights, CGAWeights):
-        raise ValueError(f"{fn}: weights should be a CGAWeights, got {type(weights).__name__}")
-    if (weights.w_info_q is None) != (weights.w_info_v is None):
-        raise ValueError(f"{fn}: weights.w_info_q and weights.w_info_v should be given together or not at all, got "
-                         f"w_info_q {'None' if weights.w_info_q is None else 'a tensor'} and "
-                         f"w_info_v {'None' if weights.w_info_v is None else 'a tensor'}")
-    named = {name: w for name, w in weights._asdict().items() if w is not None}
-    for name, w in named.items():
-        if name.startswith("b_"):
-            check_tensor(fn, f"weights.{name}", w, dim=1, floating=True, shape=(d,))
-        else:
-            check_tensor(fn, f"weights.{name}", w, dim=2, floating=True, shape=(d, d))
-    for name, lengths in (("query_lengths", query_lengths), ("key_lengths", key_lengths)):
-        check_tensor(fn, name, lengths, dim=1, floating=False, shape=(B,))
-        if lengths.dtype == torch.bool:
-            raise ValueError(f"{fn}: {name} should be an integer tensor, got {lengths.dtype}")
-    floats = {"query": query, "key_value": key_value, **{f"weights.{n}": w for n, w in named.items()}}
-    for name, t in floats.items():
-        if t.dtype != query.dtype:
-            raise ValueError(f"{fn}: {name} should have the dtype of query ({query.dtype}), got {t.dtype}")
-    check_same_device(fn, **floats, query_lengths=query_lengths, key_lengths=key_lengths)
-    if validate:
-        check_length_range(fn, (("query_lengths", query_lengths, 0, Lq), ("key_lengths", key_lengths, 0, Lk)))
-
-
 def _default_precision(dtype: torch.dtype) -> str:
     if dtype != torch.float32:
         return "tf32"  # unused for half types
@@ -216,7 +180,7 @@ def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
     None follows :func:`torch.get_float32_matmul_precision` (``"highest"`` -> ``"ieee"``).
     """
     fn = "cga_triton"
-    _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
+    check_cga_args(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
     if query.dtype not in _TRITON_DTYPES:
         raise ValueError(f"{fn}: query should be float32, float16 or bfloat16, got {query.dtype}")
     if query.shape[2] // num_heads > _MAX_HEAD_DIM:
@@ -258,7 +222,7 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
             weights = CGAWeights(*(cast(w) for w in weights))
         with torch.autocast("cuda", enabled=False):
             return cga(cast(query), cast(key_value), query_lengths, key_lengths, weights, num_heads, validate=validate)
-    _validate(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
+    check_cga_args(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
     if on_cuda and query.dtype in _TRITON_DTYPES and query.shape[2] // num_heads <= _MAX_HEAD_DIM:
         return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads,
                           _default_precision(query.dtype))
