@@ -49,7 +49,7 @@ BENCHMARKS=(
     "benchmarks/test_bench_cga.py::test_bench_cga[tacos-video-attends-words-fwdbwd-bf16]"
     "benchmarks/test_bench_cga.py::test_bench_cga[charades-words-attend-video-fwdbwd-bf16]"
     "benchmarks/test_bench_cga.py::test_bench_cga[charades-video-attends-words-fwdbwd-bf16]"
-    "benchmarks/test_bench_model.py::test_tacos_train_step_fast_vs_reference"
+    "benchmarks/test_bench_step.py::test_bench_train_step_tacos_b64_bf16_cuda"
 )
 
 left() {  # left RESERVE CAP -> seconds for a step: what remains minus RESERVE, at most CAP
