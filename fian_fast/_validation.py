@@ -277,7 +277,8 @@ def check_like(fn: str, ref_name: str, ref: torch.Tensor, **tensors) -> None:
                              f"on {t.device}")
 
 
-_TRITON_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+#: what the Triton CGA kernels take (float64 for gradcheck; the cga wrapper sends float64 to the reference)
+_TRITON_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _check_lengths_meta(fn: str, B: int, device, **lengths) -> None:
@@ -289,11 +290,11 @@ def _check_lengths_meta(fn: str, B: int, device, **lengths) -> None:
 
 def check_cga_attention_args(fn: str, q, k, v, query_lengths, key_lengths, num_heads, input_precision) -> None:
     """Metadata of the ``fian_fast::cga_attention`` (and backward) Triton op: q [B, Lq, d], k and v
-    [B, Lk, d], float32/float16/bfloat16, one device; int lengths [B]; num_heads dividing d into
+    [B, Lk, d], float32/float16/bfloat16/float64, one device; int lengths [B]; num_heads dividing d into
     heads of at most 256; input_precision one of ieee, tf32, tf32x3."""
     check_tensor(fn, "q", q, dim=3, floating=True)
     if q.dtype not in _TRITON_FLOATS:
-        raise ValueError(f"{fn}: q should be float32, float16 or bfloat16, got {q.dtype}")
+        raise ValueError(f"{fn}: q should be float32, float16, bfloat16 or float64, got {q.dtype}")
     B, _, d = q.shape
     check_tensor(fn, "k", k, dim=3, shape=(B, None, d))
     check_like(fn, "k", k, v=v)
@@ -310,11 +311,11 @@ def check_cga_attention_args(fn: str, q, k, v, query_lengths, key_lengths, num_h
 
 def check_cga_gate_args(fn: str, x, info, b_gate, b_info, query_lengths) -> None:
     """Metadata of the ``fian_fast::cga_gate`` (and backward) Triton op: x [B, Lq, d] float32/
-    float16/bfloat16; info None or like x; b_gate, b_info [d] of x's dtype and device; int
+    float16/bfloat16/float64; info None or like x; b_gate, b_info [d] of x's dtype and device; int
     query_lengths [B]."""
     check_tensor(fn, "x", x, dim=3, floating=True)
     if x.dtype not in _TRITON_FLOATS:
-        raise ValueError(f"{fn}: x should be float32, float16 or bfloat16, got {x.dtype}")
+        raise ValueError(f"{fn}: x should be float32, float16, bfloat16 or float64, got {x.dtype}")
     if info is not None:
         check_like(fn, "x", x, info=info)
     d = x.shape[2]

@@ -181,8 +181,11 @@ def _gate(**over):
 TRITON_CASES = {
     "cga_attention-q": (lambda o: o.cga_attention(*_attention(q=torch.randn(5, 16))),
                         r"cga_attention: q should be a 3-D tensor, got 2-D"),
-    "cga_attention-dtype": (lambda o: o.cga_attention(*_attention(q=torch.randn(2, 5, 16, dtype=f64))),
-                            "cga_attention: q should be float32, float16 or bfloat16, got torch.float64"),
+    "cga_attention-dtype": (lambda o: o.cga_attention(*_attention(q=torch.ones(2, 5, 16, dtype=torch.int32))),
+                            "cga_attention: q should be a floating tensor, got torch.int32"),
+    "cga_attention-k-dtype": (lambda o: o.cga_attention(*_attention(k=torch.randn(2, 7, 16, dtype=f64),
+                                                                    v=torch.randn(2, 7, 16, dtype=f64))),
+                              "cga_attention: k should be torch.float32 on cpu like q, got torch.float64 on cpu"),
     "cga_attention-k": (lambda o: o.cga_attention(*_attention(k=torch.randn(2, 7, 8))),
                         r"cga_attention: k should have size 16 at dim 2"),
     "cga_attention-v": (lambda o: o.cga_attention(*_attention(v=torch.randn(2, 6, 16))),
@@ -209,9 +212,10 @@ TRITON_CASES = {
                          r"cga_gate: query_lengths should have size 2 at dim 0, got shape \(3,\)"),
     "cga_gate_backward-grad": (lambda o: o.cga_gate_backward(torch.randn(2, 5, 15), *_gate()),
                                r"cga_gate_backward: grad_out should have the shape of x \(2, 5, 16\), got \(2, 5, 15\)"),
-    "cga_gate_backward-x-dtype": (lambda o: o.cga_gate_backward(torch.randn(2, 5, 16, dtype=f64),
-                                                                *_gate(x=torch.randn(2, 5, 16, dtype=f64))),
-                                  "cga_gate_backward: x should be float32, float16 or bfloat16, got torch.float64"),
+    "cga_gate_backward-bias-dtype": (lambda o: o.cga_gate_backward(torch.randn(2, 5, 16),
+                                                                   *_gate(b_info=torch.randn(16, dtype=f64))),
+                                     "cga_gate_backward: b_info should be torch.float32 on cpu like x, got "
+                                     "torch.float64 on cpu"),
 }
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import (check_all_finite, check_fraction, check_gt, check_lengths, check_same_device,
-                           check_tensor)
+from .._validation import (check_all_finite, check_fraction, check_gt, check_length_range, check_lengths,
+                           check_same_device, check_tensor)
 from ..config import FIANConfig
 from .decode import Prediction, decode
 from .encoders import QueryEncoder, VideoEncoder, zero_padding
@@ -79,8 +79,11 @@ class FIAN(nn.Module):
         if not 1 <= query.shape[1] <= cfg.max_query_length:
             raise ValueError(f"{fn}: query should have 1 to max_query_length={cfg.max_query_length} words, "
                              f"got shape {tuple(query.shape)}")
-        check_lengths(fn, "video_lengths", video_lengths, B, cfg.num_frames, validate=validate)
-        check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1], validate=validate)
+        check_lengths(fn, "video_lengths", video_lengths, B, cfg.num_frames, validate=False)
+        check_lengths(fn, "query_lengths", query_lengths, B, query.shape[1], validate=False)
+        if validate:   # both ranges with one host read
+            check_length_range(fn, (("video_lengths", video_lengths, 1, cfg.num_frames),
+                                    ("query_lengths", query_lengths, 1, query.shape[1])))
         check_same_device(fn, video=video, video_lengths=video_lengths, query=query, query_lengths=query_lengths)
 
     # --------------------------------------------------------------- forward
