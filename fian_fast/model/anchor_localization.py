@@ -26,7 +26,7 @@ Shared by both heads (and where they depart from the originals in the same way):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -101,9 +101,8 @@ class _PointAnchorHead(nn.Module):
     def _candidates(num_frames, widths):
         raise NotImplementedError
 
-    def _features(self, fused: torch.Tensor, video_lengths: torch.Tensor,
-                  cpu_lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.gru(self.dropout(fused), video_lengths, cpu_lengths)
+    def _features(self, fused: torch.Tensor, video_lengths: torch.Tensor) -> torch.Tensor:
+        return self.gru(self.dropout(fused), video_lengths)
 
 
 class TGNHead(_PointAnchorHead):
@@ -137,9 +136,8 @@ class TGNHead(_PointAnchorHead):
 
     _candidates = staticmethod(tgn_candidates)
 
-    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor,
-                cpu_lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits = self.score(self._features(fused, video_lengths, cpu_lengths)).flatten(1)   # [B, T*K]
+    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits = self.score(self._features(fused, video_lengths)).flatten(1)   # [B, T*K]
         return logits, logits.new_zeros(logits.shape + (2,))
 
 
@@ -174,8 +172,7 @@ class CMINHead(_PointAnchorHead):
 
     _candidates = staticmethod(cmin_candidates)
 
-    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor,
-                cpu_lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        out = self.conv(self._features(fused, video_lengths, cpu_lengths))                  # [B, T, 3K]
+    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out = self.conv(self._features(fused, video_lengths))                  # [B, T, 3K]
         B, T, K = out.shape[0], out.shape[1], len(self.widths)
         return out[..., :K].reshape(B, T * K), out[..., K:].reshape(B, T * K, 2)

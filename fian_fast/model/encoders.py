@@ -6,7 +6,7 @@ video self-attention never attends to it, and padded output rows are exactly zer
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import nn
@@ -79,10 +79,9 @@ class BiGRU(nn.Module):
         out, _ = torch._VF.gru(x, h0, self.gru.direction(reverse), True, 1, 0.0, self.training, False, True)
         return out
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, cpu_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: [B, L, input_size]; lengths: int [B] in [1, L], on the device of ``x``
-        (``cpu_lengths`` is ignored: nothing here needs the lengths on the host).
-        Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, input_size]; lengths: int [B] in [1, L], on the device of ``x`` (never read on
+        the host). Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
         forward = self._direction(x, reverse=False)
         backward = reverse_within_lengths(self._direction(reverse_within_lengths(x, lengths), reverse=True), lengths)
         return zero_padding(torch.cat([forward, backward], dim=-1), lengths)

@@ -15,7 +15,7 @@ offsets).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -57,11 +57,10 @@ class LocalizationHead(nn.Module):
         self.register_buffer("candidates", candidates, persistent=False)
         self.register_buffer("anchors", candidates[:, 0].clone(), persistent=False)
 
-    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor,
-                cpu_lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """fused: M [B, n_v, C_M]; video_lengths int64 [B] (``cpu_lengths``: optional CPU copy).
-        Returns (logits [B, N], offsets [B, N, 2] in frames)."""
-        features = self.gru(self.dropout(fused), video_lengths, cpu_lengths)
+    def forward(self, fused: torch.Tensor, video_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """fused: M [B, n_v, C_M]; video_lengths int64 [B]. Returns (logits [B, N], offsets [B, N, 2]
+        in frames)."""
+        features = self.gru(self.dropout(fused), video_lengths)
         score = window_score
         if self.backend == "fast":
             score = fast_op("window_score", features.device) or score
