@@ -9,7 +9,9 @@ clipping and the Adam step (section 4.3), run in one of three modes:
 ``compile``
     forward + loss compiled whole (``torch.compile(fullgraph=True)``); backward through the
     compiled graph, clipping and Adam eager. The trainer pads every batch to one shape
-    (:func:`pad_batch`) so that the graph compiles once.
+    (:func:`pad_batch`) so that the graph compiles once. The compiler unrolls the GRUs'
+    recurrences (there is no loop construct for them), so compile time grows with the frames
+    and words: minutes for 200 frames.
 ``cuda-graphs``
     the whole step — forward, loss, backward, clipping and the optimizer step — captured once in
     a CUDA graph and replayed for every batch (CUDA only). Every batch must have one shape: use
