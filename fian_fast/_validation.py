@@ -100,10 +100,14 @@ def check_all_finite(fn: str, named: Sequence[Tuple[str, torch.Tensor]]) -> None
 
 
 def check_same_device(fn: str, **tensors: torch.Tensor) -> None:
-    devices = {name: t.device for name, t in tensors.items() if isinstance(t, torch.Tensor)}
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
-        raise ValueError(f"{fn}: tensors should be on one device, got {listing}")
+    first = None
+    for t in tensors.values():
+        if isinstance(t, torch.Tensor):
+            if first is None:
+                first = t.device
+            elif t.device != first:
+                listing = ", ".join(f"{n} on {v.device}" for n, v in tensors.items() if isinstance(v, torch.Tensor))
+                raise ValueError(f"{fn}: tensors should be on one device, got {listing}")
 
 
 def check_fraction(fn: str, name: str, value: float) -> float:

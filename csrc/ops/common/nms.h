@@ -23,10 +23,11 @@ FIAN_HD bool ranks_before(S score_a, int64_t idx_a, S score_b, int64_t idx_b) {
 // same as suppressing every later candidate once one is kept, in O(N * top_k) instead of O(N^2).
 // A binary heap yields the rank order lazily: the walk usually stops after a few dozen pops.
 //
-// scores[N] (any type ordered by <), seg[2N] = (start, end) pairs in T, valid[N] or nullptr,
+// scores[N] (any type ordered by <), seg[2N] = (start, end) pairs in T, read as A (the IoU's
+// type: float for half inputs) only for the candidates the walk reaches; valid[N] or nullptr;
 // out[top_k] receives kept indices then -1; heap[N] is scratch. Returns the number kept.
-template <typename S, typename T>
-int64_t greedy_nms(const S* scores, const T* seg, const bool* valid, int64_t n, T threshold, int64_t top_k,
+template <typename S, typename T, typename A = T>
+int64_t greedy_nms(const S* scores, const T* seg, const bool* valid, int64_t n, A threshold, int64_t top_k,
                    int64_t* out, int64_t* heap) {
   int64_t size = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -39,11 +40,11 @@ int64_t greedy_nms(const S* scores, const T* seg, const bool* valid, int64_t n, 
   while (size > 0 && kept < top_k) {
     std::pop_heap(heap, heap + size, ranks_after);
     const int64_t i = heap[--size];
-    const T s = seg[2 * i], e = seg[2 * i + 1];
+    const A s = static_cast<A>(seg[2 * i]), e = static_cast<A>(seg[2 * i + 1]);
     bool suppressed = false;
     for (int64_t j = 0; j < kept && !suppressed; ++j) {
       const int64_t k = out[j];
-      suppressed = interval::iou<T>(seg[2 * k], seg[2 * k + 1], s, e) > threshold;
+      suppressed = interval::iou<A>(static_cast<A>(seg[2 * k]), static_cast<A>(seg[2 * k + 1]), s, e) > threshold;
     }
     if (!suppressed) out[kept++] = i;
   }

@@ -44,8 +44,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_cpu(const at::Tensor& cand
     const scalar_t* po = off.data_ptr<scalar_t>();
     const scalar_t* pd = dur.data_ptr<scalar_t>();
     const scalar_t threshold = static_cast<scalar_t>(iou_threshold);
-    // Samples in chunks of about 2^17 candidates (see temporal_nms_kernel.cpp).
-    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
+    // Samples in chunks of about 2^15 candidates (see temporal_nms_kernel.cpp).
+    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> box(2 * N);
       std::vector<int64_t> heap(N);
       std::vector<char> own_valid(N);

@@ -14,6 +14,8 @@
 namespace fian_fast {
 namespace {
 
+constexpr int64_t kNmsGrain = 1 << 15;  // candidates per parallel chunk
+
 at::Tensor temporal_nms_cpu(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold,
                             int64_t top_k, const std::optional<at::Tensor>& valid) {
   check_nms_args(segments, scores, iou_threshold, top_k, valid);
@@ -30,16 +32,15 @@ at::Tensor temporal_nms_cpu(const at::Tensor& segments, const at::Tensor& scores
     const scalar_t* ps = seg.data_ptr<scalar_t>();
     const scalar_t* pscore = sc.data_ptr<scalar_t>();
     const acc_t threshold = static_cast<acc_t>(iou_threshold);
-    // A sample costs a heap build (a few ns per candidate) plus a few dozen pops: chunks of
-    // about 2^17 candidates (~0.3 ms) keep each thread's share well above the cost of waking it,
-    // which is microseconds on an idle machine but can be milliseconds on a loaded one.
-    at::parallel_for(0, B, std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> box(2 * N);
+    // A sample costs a heap build (a few ns per candidate) plus a few dozen pops. Chunks of
+    // about 2^15 candidates (~0.1 ms) keep each thread's share above the cost of waking it
+    // (microseconds on an idle machine; on a loaded one it can be milliseconds, and the
+    // figures there are not worth quoting anyway).
+    at::parallel_for(0, B, std::max<int64_t>(1, kNmsGrain / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
       std::vector<int64_t> heap(N);
       for (int64_t b = begin; b < end; ++b) {
-        for (int64_t i = 0; i < 2 * N; ++i) box[i] = static_cast<acc_t>(ps[b * 2 * N + i]);
-        nms::greedy_nms<scalar_t, acc_t>(pscore + b * N, box.data(), pv ? pv + b * N : nullptr, N, threshold, top_k,
-                                         pk + b * top_k, heap.data());
+        nms::greedy_nms<scalar_t, scalar_t, acc_t>(pscore + b * N, ps + b * 2 * N, pv ? pv + b * N : nullptr, N,
+                                                   threshold, top_k, pk + b * top_k, heap.data());
       }
     });
   });
