@@ -31,14 +31,15 @@ def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optiona
     match ``shape`` (``None`` entries are free)."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{fn}: {name} should be a torch.Tensor, got {type(t).__name__}")
-    if dim is not None and t.dim() != dim:
-        raise ValueError(f"{fn}: {name} should be a {dim}-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}")
-    if last is not None and (t.dim() == 0 or t.shape[-1] != last):
-        raise ValueError(f"{fn}: {name} should have last dimension {last}, got shape {tuple(t.shape)}")
+    size = t.shape  # read once: each read builds a torch.Size
+    if dim is not None and len(size) != dim:
+        raise ValueError(f"{fn}: {name} should be a {dim}-D tensor, got {len(size)}-D with shape {tuple(size)}")
+    if last is not None and (len(size) == 0 or size[-1] != last):
+        raise ValueError(f"{fn}: {name} should have last dimension {last}, got shape {tuple(size)}")
     if shape is not None:
         for axis, want in enumerate(shape):
-            if want is not None and t.shape[axis] != want:
-                raise ValueError(f"{fn}: {name} should have size {want} at dim {axis}, got shape {tuple(t.shape)}")
+            if want is not None and size[axis] != want:
+                raise ValueError(f"{fn}: {name} should have size {want} at dim {axis}, got shape {tuple(size)}")
     if floating is True and not t.is_floating_point():
         raise ValueError(f"{fn}: {name} should be a floating tensor, got {t.dtype}")
     if floating is False and (t.is_floating_point() or t.is_complex()):
