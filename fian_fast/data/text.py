@@ -83,17 +83,12 @@ def _tokens(sentence: str) -> Tuple[str, ...]:
                     break
             tokens.extend(_split_clitic(s[i:j]))
             i = j
-        elif s.startswith("--", i):
-            j = i + 2
-            while j < n and s[j] == "-":
+        elif s.startswith("--", i) or s.startswith("...", i):
+            run = "--" if c == "-" else "..."  # a longer run of the same mark is one token too
+            j = i + len(run)
+            while j < n and s[j] == c:
                 j += 1
-            tokens.append("--")
-            i = j
-        elif s.startswith("...", i):
-            j = i + 3
-            while j < n and s[j] == ".":
-                j += 1
-            tokens.append("...")
+            tokens.append(run)
             i = j
         else:
             tokens.append(c)
