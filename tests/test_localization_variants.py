@@ -12,20 +12,12 @@ from fian_fast.model.anchor_localization import CMIN_WIDTHS, CMINHead, TGNHead, 
 from fian_fast.model.localization import LocalizationHead, build_localization
 from fian_fast.model.loss import clip_candidates
 from fian_fast.reference import iou_label as reference_iou_label
+from model_inputs import alone_and_batched, inputs
+from model_inputs import tiny as tiny_config
 
 
 def tiny(localization, **overrides) -> FIANConfig:
-    values = dict(video_dim=16, word_dim=12, num_frames=24, max_query_length=8, hidden_size=32, num_heads=4,
-                  ffn_size=64, dropout=0.0, window_sizes=(4, 8, 12), stride_ratio=0.25, localization=localization)
-    values.update(overrides)
-    return FIANConfig.preset("synthetic", **values)
-
-
-def inputs(cfg, video_lengths, query_lengths, lq=None, dtype=torch.float32):
-    B = len(video_lengths)
-    lq = lq or max(query_lengths)
-    return (torch.randn(B, cfg.num_frames, cfg.video_dim, dtype=dtype), torch.tensor(video_lengths),
-            torch.randn(B, lq, cfg.word_dim, dtype=dtype), torch.tensor(query_lengths))
+    return tiny_config(localization=localization, **overrides)
 
 
 # ------------------------------------------------------------------------------- candidates
@@ -113,13 +105,7 @@ def test_forward_backward_every_parameter_learns(localization):
 def test_padding_invariance(localization):
     cfg = tiny(localization, dropout=0.3)
     model = FIAN(cfg).eval()
-    video, vl, query, ql = inputs(cfg, [17], [5], lq=5)
-    alone = model(video, vl, query, ql)
-    big_v, big_vl, big_q, big_ql = inputs(cfg, [24, 17, 3], [8, 5, 1], lq=8)
-    big_v[1, :17], big_q[1, :5] = video[0, :17], query[0]
-    big_v[1, 17:] = 1e3
-    big_q[1, 5:] = float("nan")
-    batched = model(big_v, big_vl, big_q, big_ql)
+    alone, batched = alone_and_batched(model, cfg)
     assert torch.equal(batched.valid[1], alone.valid[0])
     v = alone.valid[0]
     torch.testing.assert_close(batched.logits[1][v], alone.logits[0][v], atol=1e-5, rtol=0)

@@ -11,21 +11,7 @@ from fian_fast.model.integration import VideoEnhancedIntegration, fusion_width
 from fian_fast.reference.cga import CGAWeights
 from fian_fast.reference.cga import cga as reference_cga
 from fian_fast.reference import window_candidates
-
-
-def tiny(**overrides) -> FIANConfig:
-    values = dict(video_dim=16, word_dim=12, num_frames=24, max_query_length=8, hidden_size=32, num_heads=4,
-                  ffn_size=64, dropout=0.0, window_sizes=(4, 8, 12), stride_ratio=0.25)
-    values.update(overrides)
-    return FIANConfig.preset("synthetic", **values)
-
-
-def inputs(cfg, video_lengths, query_lengths, lq=None, dtype=torch.float32):
-    B = len(video_lengths)
-    lq = lq or max(query_lengths)
-    video = torch.randn(B, cfg.num_frames, cfg.video_dim, dtype=dtype)
-    query = torch.randn(B, lq, cfg.word_dim, dtype=dtype)
-    return video, torch.tensor(video_lengths), query, torch.tensor(query_lengths)
+from model_inputs import alone_and_batched, inputs, tiny
 
 
 def forward_backward(model, cfg, video_lengths=(24, 11, 5), query_lengths=(8, 3, 1)):
@@ -114,14 +100,8 @@ def test_valid_and_candidates():
 def test_padding_invariance(variant):
     cfg = tiny(variant=variant, dropout=0.3)
     model = FIAN(cfg).eval()
-    video, vl, query, ql = inputs(cfg, [17], [5], lq=5)
-    alone = model(video, vl, query, ql)
     # same sample, other padding content, padded to max_query_length, batched with others
-    big_v, big_vl, big_q, big_ql = inputs(cfg, [24, 17, 3], [8, 5, 1], lq=8)
-    big_v[1, :17], big_q[1, :5] = video[0, :17], query[0]
-    big_v[1, 17:] = 1e3
-    big_q[1, 5:] = float("nan")
-    batched = model(big_v, big_vl, big_q, big_ql)
+    alone, batched = alone_and_batched(model, cfg)
     torch.testing.assert_close(batched.logits[1], alone.logits[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(batched.offsets[1], alone.offsets[0], atol=1e-5, rtol=0)
 
