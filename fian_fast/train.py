@@ -15,6 +15,12 @@ loaders draw their worker seeds from their own generators, so that loading and v
 the global random state to the model. Without a validation split, ``best.pt`` holds the last
 weights.
 
+The run is a :class:`Trainer`, in the steps of a fit loop: setup (model, optimizer,
+:func:`resume_run`, :func:`make_loaders`), the fit loop, the epoch loop (one
+:class:`~fian_fast.train_step.TrainStep` per batch), and after each epoch or a stop the
+validation (:func:`val_result`) and checkpoint hook. ``step_mode`` is checked by
+:mod:`fian_fast.train_step`; the trainer adds only that ``cuda-graphs`` needs one CUDA device.
+
 Many GPUs: launched by ``torchrun``, the model is wrapped in DistributedDataParallel and each
 process reads its shard of the same per-epoch permutation (the ``DistributedSampler`` rule);
 ``batch_size`` is the global batch, split evenly over the processes. Rank 0 evaluates and writes
@@ -27,7 +33,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,10 +45,10 @@ from .data.text import Vocabulary
 from .distributed import DistInfo, barrier, broadcast_object
 from .data.windows import evaluate_windows
 from .evaluate import DEFAULT_PROTOCOL
-from .train_step import MODES as STEP_MODES
 from .train_step import TrainStep, make_optimizer, pad_batch
 
-__all__ = ["TrainOptions", "train", "save_checkpoint", "load_checkpoint", "load_model", "set_seed"]
+__all__ = ["TrainOptions", "Trainer", "Progress", "train", "save_checkpoint", "load_checkpoint", "load_model",
+           "set_seed"]
 
 #: Config fields that may differ between a checkpoint and a resumed run.
 RESUMABLE_CHANGES = {"epochs"}
@@ -169,6 +175,236 @@ def _log(path: Optional[str], record: dict) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+@dataclass
+class Progress:
+    """Where a run stands; ``last.pt`` stores it and a resumed run starts from it."""
+
+    epoch: int = 0                 #: epochs completed
+    step: int = 0                  #: optimizer steps taken
+    batch: int = 0                 #: batches done in epoch ``epoch`` (``batch_in_epoch`` in ``last.pt``)
+    best: Optional[dict] = None    #: ``{"key", "epoch", "step", "metrics"}`` of the best validation
+
+
+def resume_run(path: str, cfg: FIANConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               device: torch.device) -> Progress:
+    """Load ``last.pt`` at ``path`` into ``model`` and ``optimizer`` and restore the random states
+    (CPU, and the CUDA generator of ``device``); returns the position to continue from."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: no checkpoint to resume from at {path}")
+    state = load_checkpoint(path)
+    check_resumable(state, cfg, path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return Progress(state["epoch"], state["step"], state.get("batch_in_epoch", 0), state.get("best"))
+
+
+def make_loaders(train_ds: GroundingDataset, val_ds: Optional[GroundingDataset], batch: int, opts: TrainOptions,
+                 info: DistInfo, device: torch.device) -> Tuple[ResumableSampler, DataLoader, Optional[DataLoader]]:
+    """``(sampler, train loader, val loader)``: this process's shard of each epoch's permutation in
+    batches of ``batch``; the val loader (main process only, else ``None``) in dataset order."""
+    sampler = ResumableSampler(len(train_ds), batch, opts.seed, info.rank, info.world_size)
+    # Own generators: each DataLoader iterator draws a worker base seed, from the global generator
+    # unless given one, and a resumed run would then see other dropout masks.
+    loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=opts.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        generator=torch.Generator().manual_seed(opts.seed))
+    val_loader = None
+    if val_ds is not None and info.is_main:
+        val_loader = DataLoader(val_ds, batch_size=max(batch, 64), shuffle=False, collate_fn=collate,
+                                num_workers=opts.num_workers, generator=torch.Generator().manual_seed(opts.seed))
+    return sampler, loader, val_loader
+
+
+def val_result(model, val_ds: GroundingDataset, val_loader: DataLoader, opts: TrainOptions, device: torch.device,
+               amp: bool):
+    """The validation split scored under ``opts.protocol`` (an ``EvalResult``: ``metrics``, ``summary()``)."""
+    return evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device, amp,
+                            dataset_name=opts.dataset)[opts.protocol]
+
+
+class Trainer:
+    """One training run, in the steps of a fit loop: :meth:`setup` (model, optimizer, resume,
+    loaders), :meth:`fit` (epochs until ``epochs`` or ``max_steps``), :meth:`train_epoch` (the
+    batches of one epoch, one :class:`~fian_fast.train_step.TrainStep` each),
+    :meth:`end_of_segment` (after an epoch or a stop: validation and checkpoints, main process)
+    and :meth:`checkpoint_state` (what ``last.pt`` and ``best.pt`` hold). Arguments as
+    :func:`train`; the run's position is :attr:`progress`.
+    """
+
+    def __init__(self, cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[GroundingDataset],
+                 opts: TrainOptions, dist_info: Optional[DistInfo] = None,
+                 on_step: Optional[Callable[[int], None]] = None) -> None:
+        self.cfg, self.train_ds, self.val_ds, self.opts, self.on_step = cfg, train_ds, val_ds, opts, on_step
+        self.info = info = dist_info or DistInfo(device=opts.device)
+        self.device = device = torch.device(info.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda requested but no CUDA GPU is visible; use --device cpu")
+        self.epochs = opts.epochs or cfg.epochs
+        self.global_batch = opts.batch_size or cfg.batch_size
+        if self.global_batch % info.world_size:
+            raise ValueError(f"batch size {self.global_batch} should be divisible by the number of processes "
+                             f"{info.world_size}")
+        self.batch = self.global_batch // info.world_size
+        self.lr = opts.lr if opts.lr is not None else cfg.lr
+        if opts.step_mode == "cuda-graphs" and (device.type != "cuda" or info.enabled):
+            raise ValueError(f"step mode cuda-graphs needs one CUDA device and one process, got device {device} and "
+                             f"{info.world_size} process(es)")
+        self.amp = opts.amp and device.type == "cuda"
+        self.last_path = os.path.join(opts.out_dir, "last.pt")
+        self.best_path = os.path.join(opts.out_dir, "best.pt")
+        self.log_path = os.path.join(opts.out_dir, "log.jsonl") if info.is_main else None
+        self.progress = Progress()
+        self.last_metrics: Optional[dict] = None
+        self.t0 = time.time()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Seed, model, optimizer and train step (the step checks ``opts.step_mode``), then
+        ``last.pt`` when resuming, then the loaders (they touch no global random state)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        from . import FIAN
+
+        cfg, opts, device = self.cfg, self.opts, self.device
+        os.makedirs(opts.out_dir, exist_ok=True)
+        set_seed(opts.seed)
+        self.model = FIAN(cfg, backend=opts.backend).to(device)
+        self.optimizer = make_optimizer(self.model, self.lr, cfg.weight_decay, opts.step_mode)
+        if opts.resume:
+            self.progress = resume_run(self.last_path, cfg, self.model, self.optimizer, device)
+            p = self.progress
+            _log(self.log_path, {"event": "resume", "epoch": p.epoch, "step": p.step, "batch_in_epoch": p.batch})
+        module = DistributedDataParallel(self.model) if self.info.enabled else self.model
+        self.train_step = TrainStep(self.model, self.optimizer, cfg.grad_clip, self.amp, opts.step_mode, module=module)
+        self.fixed_shapes = opts.step_mode != "eager"   # one graph: one shape (pad_batch), never a recompile
+        self.sampler, self.loader, self.val_loader = make_loaders(self.train_ds, self.val_ds, self.batch, opts,
+                                                                  self.info, device)
+        self.per_epoch = self.sampler.batches_per_epoch()
+
+    # --------------------------------------------------------------- fit loop
+    def fit(self) -> dict:
+        """Run to ``epochs`` (or ``max_steps``); returns :func:`train`'s summary."""
+        self.setup()
+        info, p = self.info, self.progress
+        if info.is_main:
+            _log(self.log_path, {"event": "start", "config": self.cfg.to_dict(), "epochs": self.epochs,
+                                 "batch_size": self.global_batch, "lr": self.lr, "device": str(self.device),
+                                 "backend": self.opts.backend, "world_size": info.world_size,
+                                 "train_queries": len(self.train_ds),
+                                 "val_queries": len(self.val_ds) if self.val_ds is not None else 0})
+        self.t0 = time.time()
+        while p.epoch < self.epochs:
+            stopped = self.train_epoch()
+            if not stopped or p.batch >= self.per_epoch:   # the epoch is complete
+                p.epoch, p.batch = p.epoch + 1, 0
+            self.end_of_segment()
+            if stopped:
+                break
+        if info.is_main and self.val_loader is None:
+            save_checkpoint(self.best_path, self.checkpoint_state(full=False))
+        summary = {"steps": p.step, "epochs": p.epoch, "seconds": self.seconds(), "best": p.best,
+                   "last": self.last_metrics, "checkpoint": self.best_path}
+        if info.is_main:
+            _log(self.log_path, {"event": "end", **summary})
+        summary = broadcast_object(info, summary)
+        summary["model"] = self.model  # this process's trained module (not part of the broadcast)
+        return summary
+
+    def seconds(self) -> float:
+        return round(time.time() - self.t0, 2)
+
+    # ------------------------------------------------------------- epoch loop
+    def train_epoch(self) -> bool:
+        """The remaining batches of epoch ``progress.epoch``, one optimizer step each, with a
+        ``last.pt`` every ``checkpoint_every`` steps inside the epoch. True when ``max_steps``
+        stopped it."""
+        from tqdm import tqdm
+
+        opts, info, p = self.opts, self.info, self.progress
+        self.model.train()
+        self.sampler.set_epoch(p.epoch, p.batch)
+        bar = tqdm(self.loader, desc=f"epoch {p.epoch + 1}/{self.epochs}", total=self.per_epoch, initial=p.batch,
+                   disable=None if (opts.progress and info.is_main) else True, leave=False, dynamic_ncols=True)
+        stopped = False
+        for b in bar:
+            # the loader checked the batch's values (collate): the step reads nothing back
+            mask = None
+            if self.fixed_shapes:
+                b, mask = pad_batch(b, self.batch, self.cfg.max_query_length)
+                mask = mask.to(self.device, non_blocking=True)
+            losses = self.train_step(b.to(self.device, non_blocking=True), mask)
+            p.step += 1
+            p.batch += 1
+            if info.is_main and p.step % opts.log_every == 0:
+                self.log_step(losses, bar)
+            if p.step % opts.checkpoint_every == 0 and p.batch < self.per_epoch:
+                if info.is_main:
+                    save_checkpoint(self.last_path, self.checkpoint_state())
+                barrier(info)
+            if self.on_step is not None:
+                self.on_step(p.step)
+            if opts.max_steps is not None and p.step >= opts.max_steps:
+                stopped = True
+                break
+        bar.close()
+        return stopped
+
+    def log_step(self, losses, bar) -> None:
+        """One ``step`` record: the total (eq. 18) and its terms; ``boundary`` (eq. 17) only for
+        a head that regresses offsets (the others leave it out of the total)."""
+        total = losses.total.item()
+        bar.set_postfix(loss=f"{total:.4f}")
+        record = {"event": "step", "epoch": self.progress.epoch, "step": self.progress.step, "loss": total,
+                  "alignment": losses.alignment.item()}
+        if self.model.localization.regresses:
+            record["boundary"] = losses.boundary.item()
+        _log(self.log_path, {**record, "seconds": self.seconds()})
+
+    # --------------------------------------------------- validation, checkpoints
+    def end_of_segment(self) -> None:
+        """After an epoch, or where ``max_steps`` stopped the run: the main process evaluates the
+        validation split (``best.pt`` when it improves) and writes ``last.pt``; all wait."""
+        if self.info.is_main:
+            if self.val_loader is not None:
+                self.evaluate_and_keep_best()
+            save_checkpoint(self.last_path, self.checkpoint_state())
+        barrier(self.info)
+
+    def evaluate_and_keep_best(self) -> None:
+        """Score the validation split, log it and write ``best.pt`` when ``opts.select_metric``
+        improves (ties: mIoU)."""
+        opts, p = self.opts, self.progress
+        res = val_result(self.model, self.val_ds, self.val_loader, opts, self.device, self.amp)
+        self.last_metrics = metrics = res.metrics
+        key = (metrics.get(opts.select_metric, 0.0), metrics["mIoU"])
+        improved = p.best is None or key > tuple(p.best["key"])
+        if improved:
+            p.best = {"key": list(key), "epoch": p.epoch, "step": p.step, "metrics": metrics}
+        _log(self.log_path, {"event": "eval", "epoch": p.epoch, "step": p.step, "protocol": opts.protocol,
+                             "metrics": metrics, "best": improved, "seconds": self.seconds()})
+        if opts.progress:
+            mark = "  (best)" if improved else ""
+            print(f"epoch {p.epoch}/{self.epochs} step {p.step}: val {res.summary()}{mark}", flush=True)
+        if improved:
+            save_checkpoint(self.best_path, self.checkpoint_state(full=False))
+
+    def checkpoint_state(self, full: bool = True) -> dict:
+        """``full``: the ``last.pt`` state (resumable: optimizer, position, random states);
+        otherwise the ``best.pt`` state (weights, config, vocabulary, epoch, step, metrics)."""
+        opts, p = self.opts, self.progress
+        state = {"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+                 "vocab": self.train_ds.vocab.state_dict(), "epoch": p.epoch, "step": p.step, "best": p.best,
+                 "dataset": opts.dataset, "backend": opts.backend, "protocol": opts.protocol, **opts.extra}
+        if full:
+            state.update(optimizer=self.optimizer.state_dict(), batch_in_epoch=p.batch, rng=torch.get_rng_state(),
+                         cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        return state
+
+
 def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[GroundingDataset], opts: TrainOptions,
           dist_info: Optional[DistInfo] = None, on_step: Optional[Callable[[int], None]] = None) -> dict:
     """Train a FIAN model; returns ``{"steps", "epochs", "seconds", "best", "last", "checkpoint", "model"}``.
@@ -182,148 +418,4 @@ def train(cfg: FIANConfig, train_ds: GroundingDataset, val_ds: Optional[Groundin
         dist_info: process group info from :func:`fian_fast.distributed.init_distributed`.
         on_step: called with the global step after every optimizer step (tests inject failures here).
     """
-    from torch.nn.parallel import DistributedDataParallel
-
-    from . import FIAN
-
-    info = dist_info or DistInfo(device=opts.device)
-    device = torch.device(info.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but no CUDA GPU is visible; use --device cpu")
-    epochs = opts.epochs or cfg.epochs
-    global_batch = opts.batch_size or cfg.batch_size
-    if global_batch % info.world_size:
-        raise ValueError(f"batch size {global_batch} should be divisible by the number of processes {info.world_size}")
-    batch = global_batch // info.world_size
-    lr = opts.lr if opts.lr is not None else cfg.lr
-    os.makedirs(opts.out_dir, exist_ok=True)
-    last_path = os.path.join(opts.out_dir, "last.pt")
-    best_path = os.path.join(opts.out_dir, "best.pt")
-    log_path = os.path.join(opts.out_dir, "log.jsonl") if info.is_main else None
-
-    set_seed(opts.seed)
-    model = FIAN(cfg, backend=opts.backend).to(device)
-    if opts.step_mode not in STEP_MODES:
-        raise ValueError(f"step_mode should be one of {STEP_MODES}, got {opts.step_mode!r}")
-    if opts.step_mode == "cuda-graphs" and (device.type != "cuda" or info.enabled):
-        raise ValueError(f"step mode cuda-graphs needs one CUDA device and one process, got device {device} and "
-                         f"{info.world_size} process(es)")
-    optimizer = make_optimizer(model, lr, cfg.weight_decay, opts.step_mode)
-    epoch, step, start_batch, best = 0, 0, 0, None
-    if opts.resume:
-        if not os.path.isfile(last_path):
-            raise ValueError(f"--resume: no checkpoint to resume from at {last_path}")
-        state = load_checkpoint(last_path)
-        check_resumable(state, cfg, last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, step, start_batch, best = state["epoch"], state["step"], state.get("batch_in_epoch", 0), state.get("best")
-        if "rng" in state:
-            torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        _log(log_path, {"event": "resume", "epoch": epoch, "step": step, "batch_in_epoch": start_batch})
-    ddp = DistributedDataParallel(model) if info.enabled else model
-    sampler = ResumableSampler(len(train_ds), batch, opts.seed, info.rank, info.world_size)
-    # Own generators: each DataLoader iterator draws a worker base seed, from the global generator
-    # unless given one, and a resumed run would then see other dropout masks.
-    loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=opts.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        generator=torch.Generator().manual_seed(opts.seed))
-    val_loader = None
-    if val_ds is not None and info.is_main:
-        val_loader = DataLoader(val_ds, batch_size=max(batch, 64), shuffle=False, collate_fn=collate,
-                                num_workers=opts.num_workers, generator=torch.Generator().manual_seed(opts.seed))
-    amp = opts.amp and device.type == "cuda"
-    train_step = TrainStep(model, optimizer, cfg.grad_clip, amp, opts.step_mode, module=ddp)
-    fixed_shapes = opts.step_mode != "eager"   # one graph: one shape (pad_batch), never a recompile
-    per_epoch = sampler.batches_per_epoch()
-
-    def snapshot(epoch_now: int, batch_now: int, full: bool = True) -> dict:
-        """``full``: the ``last.pt`` state (resumable); otherwise the ``best.pt`` state."""
-        state = {"model": model.state_dict(), "config": cfg.to_dict(), "vocab": train_ds.vocab.state_dict(),
-                 "epoch": epoch_now, "step": step, "best": best, "dataset": opts.dataset, "backend": opts.backend,
-                 "protocol": opts.protocol, **opts.extra}
-        if full:
-            state.update(optimizer=optimizer.state_dict(), batch_in_epoch=batch_now, rng=torch.get_rng_state(),
-                         cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-        return state
-
-    def validate(epoch_now: int, batch_now: int) -> None:
-        """Main process: evaluate on ``val_ds``, log, write ``last.pt`` and, if better, ``best.pt``."""
-        nonlocal best, last_metrics
-        if val_loader is not None:
-            res = evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device, amp,
-                                   dataset_name=opts.dataset)[opts.protocol]
-            last_metrics = res.metrics
-            key = (last_metrics.get(opts.select_metric, 0.0), last_metrics["mIoU"])
-            improved = best is None or key > tuple(best["key"])
-            if improved:
-                best = {"key": list(key), "epoch": epoch_now, "step": step, "metrics": last_metrics}
-            _log(log_path, {"event": "eval", "epoch": epoch_now, "step": step, "protocol": opts.protocol,
-                            "metrics": last_metrics, "best": improved, "seconds": round(time.time() - t0, 2)})
-            if opts.progress:
-                print(f"epoch {epoch_now}/{epochs} step {step}: val {res.summary()}" + ("  (best)" if improved else ""),
-                      flush=True)
-            if improved:
-                save_checkpoint(best_path, snapshot(epoch_now, batch_now, full=False))
-        save_checkpoint(last_path, snapshot(epoch_now, batch_now))
-
-    if info.is_main:
-        _log(log_path, {"event": "start", "config": cfg.to_dict(), "epochs": epochs, "batch_size": global_batch,
-                        "lr": lr, "device": str(device), "backend": opts.backend, "world_size": info.world_size,
-                        "train_queries": len(train_ds), "val_queries": len(val_ds) if val_ds is not None else 0})
-    t0 = time.time()
-    last_metrics = None
-    stop = False
-    from tqdm import tqdm
-
-    while epoch < epochs and not stop:
-        model.train()
-        sampler.set_epoch(epoch, start_batch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", total=per_epoch, initial=start_batch,
-                   disable=None if (opts.progress and info.is_main) else True, leave=False, dynamic_ncols=True)
-        batch_no = start_batch
-        for b in bar:
-            # the loader checked the batch's values (collate): the step reads nothing back
-            mask = None
-            if fixed_shapes:
-                b, mask = pad_batch(b, batch, cfg.max_query_length)
-                mask = mask.to(device, non_blocking=True)
-            losses = train_step(b.to(device, non_blocking=True), mask)
-            step += 1
-            batch_no += 1
-            if info.is_main and step % opts.log_every == 0:
-                bar.set_postfix(loss=f"{losses.total.item():.4f}")
-                _log(log_path, {"event": "step", "epoch": epoch, "step": step, "loss": losses.total.item(),
-                                "alignment": losses.alignment.item(), "boundary": losses.boundary.item(),
-                                "seconds": round(time.time() - t0, 2)})
-            if step % opts.checkpoint_every == 0 and batch_no < per_epoch:
-                if info.is_main:
-                    save_checkpoint(last_path, snapshot(epoch, batch_no))
-                barrier(info)
-            if on_step is not None:
-                on_step(step)
-            if opts.max_steps is not None and step >= opts.max_steps:
-                stop = True
-                break
-        bar.close()
-        if stop and batch_no < per_epoch:
-            if info.is_main:
-                validate(epoch, batch_no)
-            barrier(info)
-            break
-        epoch += 1
-        start_batch = 0
-        if info.is_main:
-            validate(epoch, 0)
-        barrier(info)
-    if info.is_main and val_loader is None:
-        save_checkpoint(best_path, snapshot(epoch, start_batch, full=False))
-    summary = {"steps": step, "epochs": epoch, "seconds": round(time.time() - t0, 2), "best": best,
-               "last": last_metrics, "checkpoint": best_path}
-    if info.is_main:
-        _log(log_path, {"event": "end", **summary})
-    summary = broadcast_object(info, summary)
-    summary["model"] = model  # this process's trained module (not part of the broadcast)
-    return summary
+    return Trainer(cfg, train_ds, val_ds, opts, dist_info, on_step).fit()
