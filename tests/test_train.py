@@ -196,8 +196,8 @@ def _other_cuda_rng(state):
 
 
 @pytest.mark.cuda
-def test_exact_resume_with_dropout_cuda(tmp_path, datasets):
-    torch.backends.cudnn.deterministic = True
+def test_exact_resume_with_dropout_cuda(tmp_path, datasets, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)   # restored after the test
     a, b = _resume_with_dropout(tmp_path, datasets, "cuda")
     # GPU reductions may reorder between runs: hold the resumed weights to 1e-5, far below the
     # difference another dropout generator makes (checked next)
