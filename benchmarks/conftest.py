@@ -54,34 +54,48 @@ def run_info():
 _RATIOS = []
 
 
+def _append_row(row) -> None:
+    """With ``FIAN_FAST_SPEEDUPS=path`` set, append one tab-separated row (name, device, reference
+    ms, fast ms, ratio) to that file at once, flushed: a run killed later keeps every figure
+    measured before."""
+    path = os.environ.get("FIAN_FAST_SPEEDUPS")
+    if not path:
+        return
+    name, device, ref, fast, ratio = row
+    with open(path, "a") as f:
+        f.write(f"{name}\t{device}\t{ref * 1e3:.4f}\t{fast * 1e3:.4f}\t{ratio:.3f}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @pytest.fixture
 def report_ratio(run_info):
-    """Record ``reference_seconds / fast_seconds`` for a named comparison; printed at the end."""
+    """Record ``reference_seconds / fast_seconds`` for a named comparison: printed at once (run
+    pytest with ``-s`` to see it live), appended to ``$FIAN_FAST_SPEEDUPS`` at once, and listed again
+    in the terminal summary."""
 
     def record(name: str, device: str, reference_s: float, fast_s: float, benchmark=None) -> float:
         ratio = reference_s / fast_s if fast_s > 0 else float("inf")
-        _RATIOS.append((name, device_name(device), reference_s, fast_s, ratio))
+        row = (name, device_name(device), reference_s, fast_s, ratio)
+        _RATIOS.append(row)
+        _append_row(row)
+        print(f"\nspeedup: {name} | {row[1]} | ref {reference_s * 1e3:.3f} ms | fast {fast_s * 1e3:.3f} ms | "
+              f"x{ratio:.2f}", flush=True)
         if benchmark is not None:
             benchmark.extra_info.update(run_info)
-            benchmark.extra_info.update({"device": device_name(device), "speedup_vs_reference": round(ratio, 3)})
+            benchmark.extra_info.update({"device": row[1], "speedup_vs_reference": round(ratio, 3)})
         return ratio
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Prints every recorded ratio; with ``FIAN_FAST_SPEEDUPS=path`` set, also appends them to that
-    file as tab-separated rows (name, device, reference ms, fast ms, ratio) for scripts to read."""
+    """Lists every recorded ratio again."""
     if not _RATIOS:
         return
     terminalreporter.write_sep("-", "fian_fast speedups (reference time / fast time, same run)")
     for name, device, ref, fast, ratio in _RATIOS:
         terminalreporter.write_line(f"{name} | {device} | ref {ref*1e3:.3f} ms | fast {fast*1e3:.3f} ms | x{ratio:.2f}")
-    path = os.environ.get("FIAN_FAST_SPEEDUPS")
-    if path:
-        with open(path, "a") as f:
-            for name, device, ref, fast, ratio in _RATIOS:
-                f.write(f"{name}\t{device}\t{ref*1e3:.4f}\t{fast*1e3:.4f}\t{ratio:.3f}\n")
 
 
 def _timeit(fn, device: str, warmup: int = 3, repeat: int = 10) -> float:

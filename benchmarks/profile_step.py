@@ -1,5 +1,6 @@
-"""Where the time of one FIAN training step goes: ``torch.profiler`` over full steps (forward,
-loss, backward, optimizer) of the ``"fast"`` backend.
+"""Where the time of one FIAN training step goes: ``torch.profiler`` over the trainer's own step
+(:class:`fian_fast.train_step.TrainStep`, eager: the trusted path, forward, loss, backward,
+gradient clipping and fused Adam) with the ``"fast"`` backend.
 
     python benchmarks/profile_step.py                       # CUDA: TACoS preset, B = 64, bf16 autocast
     python benchmarks/profile_step.py --device cpu          # CPU: synthetic preset, B = 4 (a dry run)
@@ -27,6 +28,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from fian_fast import FIAN, FIANConfig
+from fian_fast.data.dataset import random_batch
+from fian_fast.train_step import TrainStep, make_optimizer, pad_batch
 
 PARTS = (("gru", ("GRU",)), ("cga", ("CGA", "CMA", "SoftAttention")),
          ("localization", ("Localization", "TGNHead", "CMINHead")))
@@ -60,34 +63,41 @@ def annotate(model: torch.nn.Module) -> None:
         module.register_forward_hook(post)
 
 
-def random_batch(cfg, B, device):
-    """A random training batch: video [B, T, video_dim], lengths, query [B, Lq, word_dim], lengths and
-    ground truth [B, 2] as fractions of the duration (also used by benchmarks/test_bench_model.py)."""
-    g = torch.Generator().manual_seed(0)
-    video = torch.randn(B, cfg.num_frames, cfg.video_dim, generator=g)
-    video_lengths = torch.randint(cfg.num_frames // 2, cfg.num_frames + 1, (B,), generator=g)
-    query = torch.randn(B, cfg.max_query_length, cfg.word_dim, generator=g)
-    query_lengths = torch.randint(3, cfg.max_query_length + 1, (B,), generator=g)
-    start = torch.rand(B, generator=g) * 0.7
-    gt = torch.stack([start, start + 0.05 + torch.rand(B, generator=g) * (0.95 - start)], 1).clamp(max=1.0)
-    return [t.to(device) for t in (video, video_lengths, query, query_lengths, gt)]
+def annotate_step(model, optimizer) -> None:
+    """``fian::loss`` around ``model.loss`` and ``fian::optimizer`` around the optimizer's step
+    (gradient clipping, between the two, counts as ``other``)."""
+    loss = model.loss
+
+    def annotated_loss(*args, **kwargs):
+        with record_function(PREFIX + "loss"):
+            return loss(*args, **kwargs)
+
+    model.loss = annotated_loss
+    ranges = []
+
+    def pre(opt, args, kwargs):
+        ranges.append(record_function(PREFIX + "optimizer"))
+        ranges[-1].__enter__()
+
+    def post(opt, args, kwargs):
+        ranges.pop().__exit__(None, None, None)
+
+    optimizer.register_step_pre_hook(pre)
+    optimizer.register_step_post_hook(post)
 
 
-def make_step(model, opt, batch, device, dtype):
-    video, video_lengths, query, query_lengths, gt = batch
-    autocast = torch.autocast(device, dtype=dtype, enabled=dtype is not None)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            out = model(video, video_lengths, query, query_lengths)
-            with record_function(PREFIX + "loss"):
-                loss = model.loss(out, gt).total
-        loss.backward()
-        with record_function(PREFIX + "optimizer"):
-            opt.step()
-
-    return step
+def make_step(cfg, batch_size: int, device: str, amp: bool, mode: str = "eager"):
+    """The trainer's own step (:class:`fian_fast.train_step.TrainStep`: trusted path, fused Adam,
+    gradient clipping, bf16 autocast when ``amp``) on a fixed-shape random batch; returns a
+    zero-argument callable running one step."""
+    model = FIAN(cfg, backend="fast").to(device).train()
+    annotate(model)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, mode)
+    annotate_step(model, optimizer)
+    step = TrainStep(model, optimizer, cfg.grad_clip, amp=amp, mode=mode)
+    batch, mask = pad_batch(random_batch(cfg, batch_size), batch_size, cfg.max_query_length)
+    batch, mask = batch.to(device), mask.to(device)
+    return lambda: step(batch, mask)
 
 
 def _ancestors(evt):
@@ -150,20 +160,20 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default=None, help="default: tacos on CUDA, synthetic on the CPU")
     ap.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 4 on the CPU")
-    ap.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="default: bf16 on CUDA, fp32 on the CPU")
+    ap.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
+                    help="default: bf16 autocast on CUDA, fp32 on the CPU (autocast is CUDA's only)")
     ap.add_argument("--steps", type=int, default=3, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
     preset = args.preset or ("tacos" if cuda else "synthetic")
     B = args.batch or (64 if cuda else 4)
-    dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype or ("bf16" if cuda else "fp32")]
+    amp = (args.dtype or ("bf16" if cuda else "fp32")) == "bf16"
+    if amp and not cuda:
+        ap.error(f"--dtype bf16 needs a CUDA device (the step's autocast is CUDA's), got --device {args.device}")
     torch.manual_seed(0)
     cfg = FIANConfig.preset(preset)
-    model = FIAN(cfg, backend="fast").to(args.device).train()
-    annotate(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = make_step(model, opt, random_batch(cfg, B, args.device), "cuda" if cuda else "cpu", dtype)
+    step = make_step(cfg, B, args.device, amp=amp)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(3):
         step()
@@ -184,7 +194,7 @@ def main(argv=None) -> int:
     where = torch.cuda.get_device_name() if cuda else "CPU"
     unit = "CUDA kernels" if cuda else "innermost CPU ops"
     print(f"profile: FIAN fast training step, {preset} preset, B = {B}, "
-          f"{'bf16 autocast' if dtype is not None else 'fp32'}, {where}, torch {torch.__version__}")
+          f"{'bf16 autocast' if amp else 'fp32'}, {where}, torch {torch.__version__}")
     print(f"step wall time {wall_ms:.2f} ms (unprofiled, mean of {n}); {unit} per step: {launches / n:.0f}; "
           f"their time per step: {total / n / 1e3:.2f} ms")
     print(f"\nshare of {unit} time by part:")

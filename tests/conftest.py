@@ -1,5 +1,6 @@
-"""Test harness: a ``cuda`` marker that skips without a GPU, and the Triton interpreter for
-kernel tests on the CPU.
+"""Test harness: a ``cuda`` marker that skips without a GPU, the Triton interpreter for kernel
+tests on the CPU, and process-wide torch settings restored after every test
+(:mod:`global_settings`).
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles (imports) a kernel module, so it is
 set here, at collection time, when no GPU is visible: Triton kernels then run on CPU tensors.
@@ -8,6 +9,8 @@ import os
 
 import pytest
 import torch
+
+import global_settings
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -33,3 +36,12 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_settings():
+    """Whatever a test changes of torch's process-wide settings (cuDNN flags, float32 precision,
+    determinism, default dtype, threads, ...) is put back after it."""
+    before = global_settings.snapshot()
+    yield
+    global_settings.restore(before)

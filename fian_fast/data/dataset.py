@@ -24,7 +24,7 @@ from .records import Record, clean_records
 from .text import Vocabulary, tokenize, word_vectors
 from .windows import apply_windows
 
-__all__ = ["Batch", "GroundingDataset", "collate", "load_split", "DATASETS"]
+__all__ = ["Batch", "GroundingDataset", "collate", "random_batch", "load_split", "DATASETS"]
 
 DATASETS = ("synthetic", "charades", "tacos", "activitynet", "lighthouse")
 
@@ -143,6 +143,28 @@ def collate(items: Sequence[tuple]) -> Batch:
     # (FeatureStore.get); the words, lengths, ground truth and durations are checked here.
     check_batch("collate", *batch.model_inputs(), gt=batch.gt, durations=batch.durations, finite=("query",))
     return batch
+
+
+def random_batch(cfg, batch_size: int, seed: int = 0) -> Batch:
+    """A random batch of ``cfg``'s shapes through :func:`collate`, for benchmarks, profiles and
+    smoke tests (random values, nothing to learn): ``batch_size`` samples of ``cfg.num_frames``
+    frames, video lengths in ``[num_frames // 2, num_frames]``, queries of 3 to
+    ``cfg.max_query_length`` words (the longest one always present, so every batch of a config has
+    one shape), ground truth of at least 5 % of the video, durations of 30 s. Host tensors."""
+    g = torch.Generator().manual_seed(seed)
+    T, Lq = cfg.num_frames, cfg.max_query_length
+    video_lengths = torch.randint(T // 2, T + 1, (batch_size,), generator=g).tolist()
+    query_lengths = torch.randint(min(3, Lq), Lq + 1, (batch_size,), generator=g).tolist()
+    query_lengths[0] = Lq
+    items = []
+    for vl, ql in zip(video_lengths, query_lengths):
+        video = torch.randn(T, cfg.video_dim, generator=g)
+        video[vl:] = 0
+        start = float(torch.rand((), generator=g)) * 0.7
+        end = min(1.0, start + 0.05 + float(torch.rand((), generator=g)) * (0.95 - start))
+        items.append((video, vl, torch.randn(ql, cfg.word_dim, generator=g), torch.tensor([start, end]), 30.0,
+                      "", ""))
+    return collate(items)
 
 
 _SYNTHETIC_CACHE: Dict[tuple, object] = {}
