@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["FIANConfig", "VARIANTS", "GATES", "LOCALIZATIONS", "PRESETS"]
+__all__ = ["FIANConfig", "VARIANTS", "GATES", "LOCALIZATIONS", "PRESETS", "CMIN_WIDTHS", "TGN_DENSE_LENGTHS"]
 
 #: Table 4 ablations; ``full`` is the paper's model.
 VARIANTS = ("full", "soft", "cma", "vq", "vqma", "qvma", "concat", "matrix")
@@ -31,6 +31,12 @@ GATES = ("shared", "separate")
 #: ``tgn`` and ``cmin`` put the point-feature anchor heads of TGN and CMIN in its place
 #: (FIAN-TGN, FIAN-CMIN; :mod:`fian_fast.model.anchor_localization`).
 LOCALIZATIONS = ("content", "tgn", "cmin")
+#: CMIN's anchor widths (frames) in its public code, per dataset. :meth:`FIANConfig.preset` gives
+#: them to ``localization="cmin"`` when no ``window_sizes`` is given (other presets keep theirs).
+CMIN_WIDTHS = {"tacos": (6, 18, 32), "activitynet": (16, 32, 64, 96, 128, 160, 192)}
+#: TGN's dense anchor lengths: every length from 1 to 32 (TGN's K = 32 anchors on TACoS, lengths
+#: 1..32 feature steps), here in frames of the fixed-length sequence; ``window_sizes="dense"``.
+TGN_DENSE_LENGTHS = tuple(range(1, 33))
 
 
 @dataclass
@@ -57,6 +63,7 @@ class FIANConfig:
     gate: str = "shared"
     # localization (section 3.4; Tables 5 and 6). For ``tgn`` and ``cmin`` the window sizes are the
     # K anchor lengths (TGN) or widths (CMIN) placed at every frame; the strides do not apply.
+    # ``window_sizes="dense"`` stands for TGN_DENSE_LENGTHS.
     localization: str = "content"
     window_sizes: tuple = (8, 16, 32, 64)
     stride_ratio: float = 0.125
@@ -75,6 +82,11 @@ class FIANConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.window_sizes, str):
+            if self.window_sizes != "dense":
+                raise ValueError(f"FIANConfig.window_sizes: expected frame counts or 'dense', "
+                                 f"got {self.window_sizes!r}")
+            self.window_sizes = TGN_DENSE_LENGTHS
         self.window_sizes = tuple(int(w) for w in self.window_sizes)
         self.validate()
 
@@ -144,7 +156,9 @@ class FIANConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "FIANConfig":
         """The paper's settings for ``charades``, ``tacos`` or ``activitynet`` (section 4.3),
-        or the small ``synthetic`` preset; keyword arguments override single fields."""
+        or the small ``synthetic`` preset; keyword arguments override single fields. With
+        ``localization="cmin"`` and no ``window_sizes``, CMIN's own widths for the dataset
+        (:data:`CMIN_WIDTHS`) replace the preset's where CMIN has them."""
         if name not in PRESETS:
             raise ValueError(f"FIANConfig.preset: name must be one of {sorted(PRESETS)}, got {name!r}")
         values = dict(PRESETS[name])
@@ -152,6 +166,8 @@ class FIANConfig:
         if unknown:
             raise ValueError(f"FIANConfig.preset: unknown fields {sorted(unknown)}")
         values.update(overrides)
+        if values.get("localization") == "cmin" and "window_sizes" not in overrides and name in CMIN_WIDTHS:
+            values["window_sizes"] = CMIN_WIDTHS[name]
         return cls(name=name, **values)
 
     def to_dict(self) -> dict:

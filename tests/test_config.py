@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from fian_fast.config import LOCALIZATIONS, FIANConfig, PRESETS, VARIANTS
+from fian_fast.config import CMIN_WIDTHS, LOCALIZATIONS, PRESETS, TGN_DENSE_LENGTHS, VARIANTS, FIANConfig
 from fian_fast.reference import window_candidates
 
 # section 4.3, per dataset
@@ -98,6 +98,30 @@ def test_table5_localizations():
     for loc in ("tgn", "cmin"):
         cfg = FIANConfig.preset("tacos", localization=loc, window_sizes=(6, 18, 32))
         assert cfg.num_candidates == 200 * 3
-        assert FIANConfig.preset("tacos", localization=loc, fixed_stride=1).num_candidates == 200 * 4
+        assert FIANConfig.preset("tacos", localization=loc, window_sizes=(6, 18, 32, 64),
+                                 fixed_stride=1).num_candidates == 200 * 4
         back = FIANConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert back == cfg and back.localization == loc
+
+
+def test_cmin_takes_its_own_widths_unless_window_sizes_are_given():
+    assert FIANConfig.preset("tacos", localization="cmin").window_sizes == CMIN_WIDTHS["tacos"] == (6, 18, 32)
+    assert FIANConfig.preset("activitynet", localization="cmin").window_sizes == (16, 32, 64, 96, 128, 160, 192)
+    # CMIN has no widths for Charades-STA or the synthetic data: the preset's stay
+    for name in ("charades", "synthetic"):
+        assert FIANConfig.preset(name, localization="cmin").window_sizes == FIANConfig.preset(name).window_sizes
+    assert FIANConfig.preset("tacos", localization="cmin", window_sizes=(8, 16)).window_sizes == (8, 16)
+    for loc in ("content", "tgn"):
+        assert FIANConfig.preset("tacos", localization=loc).window_sizes == (8, 16, 32, 64)
+
+
+def test_dense_window_sizes_are_tgn_lengths():
+    cfg = FIANConfig.preset("tacos", localization="tgn", window_sizes="dense")
+    assert cfg.window_sizes == TGN_DENSE_LENGTHS == tuple(range(1, 33))
+    assert cfg.num_candidates == 200 * 32
+    back = FIANConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.to_dict()["window_sizes"] == list(range(1, 33))
+    with pytest.raises(ValueError, match=r"FIANConfig.window_sizes: expected frame counts or 'dense', got 'wide'"):
+        FIANConfig(window_sizes="wide")
+    with pytest.raises(ValueError, match=r"window_sizes: expected sizes in \[1, num_frames=24\]"):
+        FIANConfig(num_frames=24, window_sizes="dense")

@@ -8,7 +8,8 @@ import torch
 from fian_fast import FIAN, FIANConfig
 from fian_fast.cli import main
 from fian_fast.config import LOCALIZATIONS
-from fian_fast.model.anchor_localization import CMIN_WIDTHS, CMINHead, TGNHead, cmin_candidates, tgn_candidates
+from fian_fast.model.anchor_localization import (CMIN_WIDTHS, TGN_DENSE_LENGTHS, CMINHead, TGNHead, cmin_candidates,
+                                                 tgn_candidates)
 from fian_fast.model.localization import LocalizationHead, build_localization
 from fian_fast.model.loss import clip_candidates
 from fian_fast.reference import iou_label as reference_iou_label
@@ -205,7 +206,62 @@ def test_candidates_at_the_edges_of_a_short_video(localization, backend):
         torch.testing.assert_close(segs, want)
 
 
+# ------------------------------------------------------------------ what FIAN-TGN can predict
+@pytest.mark.parametrize("sizes", [(4, 8, 12), "dense"], ids=["scales-4-8-12", "dense"])
+def test_tgn_predicts_only_its_anchor_lengths(sizes):
+    """No regression: every FIAN-TGN prediction away from the video's edges is an anchor, so its
+    length is one of the window sizes: three lengths for FIAN-like scales, 1..32 for the dense set."""
+    cfg = tiny("tgn", num_frames=40, window_sizes=sizes)
+    model = FIAN(cfg).eval()
+    L = 40
+    out = model(*inputs(cfg, [L], [4]))
+    pred = model.decode(out, torch.tensor([float(L)]), top_n=cfg.num_candidates, nms_threshold=1.0)
+    segs = pred.segments[0][pred.indices[0] >= 0]                     # seconds = frames (duration L)
+    assert len(segs) == cfg.num_candidates                             # IoU > 1 never: nothing suppressed
+    inside = (segs[:, 0] > 0) & (segs[:, 1] < L)
+    lengths = torch.round(segs[inside, 1] - segs[inside, 0]).long().unique().tolist()
+    assert lengths == sorted(cfg.window_sizes)
+    assert (sizes == "dense") == (lengths == list(range(1, 33)))
+    assert ((segs[:, 1] - segs[:, 0]) <= max(cfg.window_sizes) + 1e-4).all()   # nothing longer than an anchor
+
+
+@pytest.mark.parametrize("localization", LOCALIZATIONS)
+def test_step_log_has_a_boundary_loss_only_where_the_total_has_one(localization, tmp_path):
+    from fian_fast.data import load_split
+    from fian_fast.train import TrainOptions, train
+
+    cfg = tiny(localization, word_dim=50)
+    tr, _ = load_split("synthetic", "train", cfg.num_frames, cfg.max_query_length, video_dim=cfg.video_dim,
+                       synthetic_sizes=(3, 1, 1))
+    train(cfg, tr, None, TrainOptions(out_dir=str(tmp_path), epochs=1, batch_size=8, progress=False, log_every=1))
+    steps = [e for e in map(json.loads, open(tmp_path / "log.jsonl")) if e["event"] == "step"]
+    assert steps and all({"loss", "alignment"} <= set(e) for e in steps)
+    assert all(("boundary" in e) == (localization != "tgn") for e in steps)
+
+
 # ------------------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("localization, window_args, want", [
+    ("cmin", [], CMIN_WIDTHS["tacos"]),
+    ("cmin", ["--window-sizes", "4,8"], (4, 8)),
+    ("tgn", [], (8, 16, 32, 64)),
+    ("tgn", ["--window-sizes", "dense"], TGN_DENSE_LENGTHS),
+    ("content", [], (8, 16, 32, 64)),
+], ids=["cmin-own", "cmin-given", "tgn-preset", "tgn-dense", "content"])
+def test_cli_anchor_sizes_on_the_tacos_preset(localization, window_args, want, monkeypatch, tmp_path):
+    import fian_fast.train as train_module
+
+    seen = {}
+
+    def fake_train(cfg, train_ds, val_ds, opts, dist_info=None):
+        seen["cfg"] = cfg
+        return {"steps": 0, "epochs": 0, "seconds": 0.0, "best": None, "last": None, "checkpoint": ""}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    assert main(["train", "--dataset", "synthetic", "--preset", "tacos", "--synthetic-size", "2,1,1",
+                 "--localization", localization, *window_args, "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen["cfg"].localization == localization and seen["cfg"].window_sizes == want
+
+
 @pytest.mark.parametrize("localization", LOCALIZATIONS)
 def test_cli_trains_and_evaluates_each_variant(localization, tmp_path, capsys):
     run = str(tmp_path / localization)

@@ -31,12 +31,10 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
+from ..config import CMIN_WIDTHS, TGN_DENSE_LENGTHS
 from .encoders import BiGRU
 
-__all__ = ["CMIN_WIDTHS", "tgn_candidates", "cmin_candidates", "TGNHead", "CMINHead"]
-
-#: CMIN's public code: anchor widths (frames) for TACoS and for ActivityNet Captions.
-CMIN_WIDTHS = {"tacos": (6, 18, 32), "activitynet": (16, 32, 64, 96, 128, 160, 192)}
+__all__ = ["CMIN_WIDTHS", "TGN_DENSE_LENGTHS", "tgn_candidates", "cmin_candidates", "TGNHead", "CMINHead"]
 
 
 def _check_widths(fn: str, num_frames: int, widths: Sequence[int]) -> Tuple[int, ...]:
@@ -113,7 +111,16 @@ class TGNHead(_PointAnchorHead):
     confidences ``σ(W h_t + b)``: one linear layer, K outputs, a sigmoid. Here ``h_t`` is the
     BiGRU feature ``f_t`` of M̂ and the layer is ``Linear(hidden_size, K)``; ``offsets`` are
     exactly zero (TGN does not regress boundaries, so a prediction is a candidate clipped to the
-    video), and the model leaves eq. 17 out of its loss for this head.
+    video), and the model leaves eq. 17 out of its loss for this head (the trainer's step records
+    then carry no ``boundary``).
+
+    What it can predict: without regression a prediction is one of the K anchors, so its length
+    is one of ``window_sizes`` (or shorter where the video's edge clips it). The presets' window
+    sizes are FIAN's few scales — TACoS's (8, 16, 32, 64) give four lengths — where TGN's
+    reference scores dense lengths, every one from 1 to 32 feature steps on TACoS (K = 32).
+    ``window_sizes="dense"`` (``--window-sizes dense``) takes that set,
+    :data:`~fian_fast.config.TGN_DENSE_LENGTHS`, in frames of the fixed-length sequence: every
+    length up to 32 frames and none longer. The default keeps the preset's sizes.
 
     Departures from TGN: TGN trains its scores with a binary cross-entropy whose positive and
     negative terms are weighted per anchor length (by how rare positives and negatives of that
@@ -148,7 +155,8 @@ class CMINHead(_PointAnchorHead):
     convolution with K outputs (the confidences, through a sigmoid) and another with 2K outputs
     (the start and end offsets of each anchor), for K candidates centred on ``t`` with widths
     ``window_sizes`` (:func:`cmin_candidates`; its public code uses (6, 18, 32) for TACoS and
-    (16, 32, 64, 96, 128, 160, 192) for ActivityNet, :data:`CMIN_WIDTHS`). Here both
+    (16, 32, 64, 96, 128, 160, 192) for ActivityNet, :data:`~fian_fast.config.CMIN_WIDTHS`, which
+    ``FIANConfig.preset`` takes for ``cmin`` when no ``window_sizes`` is given). Here both
     convolutions are one ``Linear(hidden_size, 3K)`` applied per frame (a 1×1 convolution is a
     per-frame linear map): outputs ``[0, K)`` are the logits, ``[K, 3K)`` the offsets
     ``(δs_k, δe_k)`` of anchor k in frames, as CMIN lays out its ``2K`` regression channels.
