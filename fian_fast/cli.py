@@ -42,10 +42,13 @@ def _sizes(text: str):
 
 
 def _windows(text: str):
+    if text == "dense":       # FIANConfig resolves it (TGN's dense anchor lengths)
+        return text
     try:
         sizes = tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts such as 6,18,32, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated frame counts such as 6,18,32, or dense, "
+                                         f"got {text!r}") from None
     return sizes
 
 
@@ -90,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--localization", choices=LOCALIZATIONS,
                    help="localization head (paper Table 5): content (FIAN, the default), tgn or cmin")
     t.add_argument("--window-sizes", type=_windows, metavar="W1,W2,...",
-                   help="window sizes in frames (default: the preset's); for tgn and cmin the anchor "
-                        "lengths or widths, e.g. CMIN's 6,18,32 for TACoS")
+                   help="window sizes in frames (default: the preset's; cmin on tacos and activitynet: "
+                        "CMIN's own widths); for tgn and cmin the anchor lengths or widths; dense: every "
+                        "length 1..32, TGN's anchors on TACoS")
     t.add_argument("--epochs", type=int, help=f"epochs (default: the preset's; synthetic {SYNTHETIC_EPOCHS})")
     t.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
     t.add_argument("--backend", choices=("reference", "fast"), default="fast",
