@@ -29,7 +29,7 @@ def _public_api_step(model, optimizer, grad_clip):
     return step
 
 
-@pytest.mark.parametrize("preset", ["tacos", "charades"])
+@pytest.mark.parametrize("preset", ["tacos", "charades", "synthetic"])
 def test_bench_host_reads_per_step_cpu(benchmark, run_info, preset):
     cfg = FIANConfig.preset(preset)
     b = random_batch(cfg, 2)
