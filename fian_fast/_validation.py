@@ -20,7 +20,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 __all__ = ["check_tensor", "check_lengths", "check_finite", "check_same_device", "check_fraction",
-           "check_intervals", "check_no_nan", "check_data", "check_top", "check_valid", "check_windows",
+           "check_intervals", "check_no_nan", "check_data", "check_top", "durations_rule", "check_durations",
+           "check_valid", "check_windows",
            "check_length_range", "check_batch", "check_all_finite", "check_gt", "check_like",
            "check_cga_args", "check_cga_attention_args", "check_cga_gate_args"]
 
@@ -176,10 +177,27 @@ def check_data(fn: str, intervals: Sequence[Tuple[str, torch.Tensor]] = (),
 
 
 def check_top(fn: str, name: str, value) -> int:
-    """``value`` is a Python int >= 1 (a top-k width)."""
+    """``value`` is a Python int >= 1 (a top-k width: ``top_n``, ``top_k``), the one rule of every
+    entry point."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{fn}: {name} should be an int >= 1, got {value!r}")
+        raise ValueError(f"{fn}: {name} should be a positive int, got {value!r}")
     return value
+
+
+def durations_rule(durations: torch.Tensor) -> Tuple[torch.Tensor, Callable[[], str]]:
+    """The one rule of video durations, finite and > 0 seconds, as a ``(bad flag, message)`` pair
+    for :func:`check_data`'s ``extra`` (read with an entry point's other value checks)."""
+    return ((~(torch.isfinite(durations) & (durations > 0))).any(),
+            lambda: f"durations should be finite and > 0 seconds, got {durations.tolist()}")
+
+
+def check_durations(fn: str, durations, batch: int, validate: bool = True) -> torch.Tensor:
+    """``durations`` is a floating Tensor[batch] (metadata, always) of finite values > 0 seconds (a
+    value check, :func:`durations_rule`: only with ``validate``; one host read)."""
+    check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(batch,))
+    if validate and durations.numel():
+        check_data(fn, extra=(durations_rule(durations),))
+    return durations
 
 
 def check_valid(fn: str, valid: Optional[torch.Tensor], B: int, N: int) -> None:
@@ -262,9 +280,7 @@ def check_batch(fn: str, video: torch.Tensor, video_lengths: torch.Tensor, query
         check_tensor(fn, "gt", gt, dim=2, floating=True, shape=(B, 2))
         check_gt(fn, gt)
     if durations is not None:
-        check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(B,))
-        if durations.numel() and not bool((torch.isfinite(durations) & (durations > 0)).all()):
-            raise ValueError(f"{fn}: durations should be finite and > 0 seconds, got {durations.tolist()}")
+        check_durations(fn, durations, B)
 
 
 def _unit(name: str) -> str:

@@ -152,3 +152,41 @@ def test_cuda_matches_cpu(preset, dtype):
         assert torch.equal(gpu[2].cpu(), cpu[2])
         torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-5)
         torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("durations", [[8.0, 0.0], [8.0, -1.0], [float("nan"), 8.0], [float("inf"), 8.0]])
+def test_one_durations_rule_everywhere(durations):
+    """ops.decode, FIAN.decode and the loader's batch check refuse the same durations with one message."""
+    from fian_fast import FIAN
+    from fian_fast._validation import check_batch
+    from model_inputs import tiny
+
+    bad = torch.tensor(durations)
+    msg = r"durations should be finite and > 0 seconds"
+    cand, logits, offsets, lengths, _ = _batch(2)
+    with pytest.raises(ValueError, match="decode: " + msg):
+        decode(cand, logits, offsets, lengths, bad, 0.5, 3)
+    model = FIAN(tiny()).eval()
+    cfg = model.cfg
+    x = (torch.randn(2, cfg.num_frames, cfg.video_dim), torch.tensor([cfg.num_frames, 3]),
+         torch.randn(2, 3, cfg.word_dim), torch.tensor([3, 1]))
+    with pytest.raises(ValueError, match="FIAN.decode: " + msg):
+        model.decode(model(*x), bad)
+    with pytest.raises(ValueError, match="collate: " + msg):
+        check_batch("collate", *x, durations=bad)
+
+
+@pytest.mark.parametrize("top_n", [0, -2, 1.5, True])
+def test_one_top_n_rule_everywhere(top_n):
+    from fian_fast import FIAN
+    from model_inputs import tiny
+
+    cand, logits, offsets, lengths, durations = _batch(2)
+    with pytest.raises(ValueError, match=f"decode: top_n should be a positive int, got {top_n!r}"):
+        decode(cand, logits, offsets, lengths, durations, 0.5, top_n)
+    model = FIAN(tiny()).eval()
+    cfg = model.cfg
+    out = model(torch.randn(1, cfg.num_frames, cfg.video_dim), torch.tensor([4]), torch.randn(1, 2, cfg.word_dim),
+                torch.tensor([2]))
+    with pytest.raises(ValueError, match=f"FIAN.decode: top_n should be a positive int, got {top_n!r}"):
+        model.decode(out, torch.tensor([5.0]), top_n=top_n)

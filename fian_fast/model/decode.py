@@ -1,14 +1,15 @@
 """Inference (section 3.5): rank candidates by score, temporal NMS, top-n, frames -> seconds."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
 from ..reference import decode as reference_decode
 from ._dispatch import fast_op
+from .loss import clip_candidates
 
-__all__ = ["Prediction", "decode"]
+__all__ = ["Prediction", "decode", "clipped_offsets"]
 
 
 class Prediction(NamedTuple):
@@ -17,6 +18,21 @@ class Prediction(NamedTuple):
     segments: torch.Tensor
     scores: torch.Tensor
     indices: torch.Tensor
+
+
+def clipped_offsets(candidates: torch.Tensor, offsets: torch.Tensor,
+                    video_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(candidates, offsets)`` in float32, the offsets shifted by ``clipped - window``.
+
+    The loss regresses the offsets from each window clipped to its video (eq. 17): with the
+    shifted offsets, ``candidates + offsets`` is that same refined segment. The model's
+    :meth:`~fian_fast.FIAN.decode` and the evaluator's ranking both refine through here.
+
+    Args:
+        candidates [N, 2] frames; offsets [B, N, 2] frames; video_lengths int64 [B].
+    """
+    cand = candidates.float()
+    return cand, offsets.float() + (clip_candidates(cand, video_lengths) - cand)
 
 
 def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor, video_lengths: torch.Tensor,

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import (check_all_finite, check_fraction, check_gt, check_length_range, check_lengths,
-                           check_same_device, check_tensor)
+from .._validation import (check_all_finite, check_durations, check_fraction, check_gt, check_length_range,
+                           check_lengths, check_same_device, check_tensor, check_top)
 from ..config import FIANConfig
-from .decode import Prediction, decode
+from .decode import Prediction, clipped_offsets, decode
 from .encoders import QueryEncoder, VideoEncoder, zero_padding
 from .integration import Fusion, fusion_width
 from .iterative_attention import IterativeAttention
 from .localization import build_localization
-from .loss import FIANLoss, clip_candidates, fian_loss
+from .loss import FIANLoss, fian_loss
 
 __all__ = ["FIAN", "FIANOutput"]
 
@@ -167,22 +167,13 @@ class FIAN(nn.Module):
     def _decode(self, fn, out, durations, top_n, nms_threshold, validate=True) -> Prediction:
         if not isinstance(out, FIANOutput):
             raise ValueError(f"{fn}: out should be a FIANOutput, got {type(out).__name__}")
-        top_n = self.cfg.top_n if top_n is None else top_n
+        top_n = check_top(fn, "top_n", self.cfg.top_n if top_n is None else top_n)
         nms_threshold = self.cfg.nms_threshold if nms_threshold is None else nms_threshold
-        if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
-            raise ValueError(f"{fn}: top_n should be a positive int, got {top_n!r}")
         check_fraction(fn, "nms_threshold", nms_threshold)
-        B = out.logits.shape[0]
-        check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(B,))
         check_same_device(fn, durations=durations, logits=out.logits)
-        if validate and not torch.compiler.is_compiling() and not bool((torch.isfinite(durations)
-                                                                           & (durations > 0)).all()):
-            raise ValueError(f"{fn}: durations should be finite and > 0 seconds, got {durations.tolist()}")
+        check_durations(fn, durations, out.logits.shape[0], validate)
         with torch.no_grad():
-            # The loss regresses offsets from the window clipped to the video (eq. 17); shifting
-            # them by (clipped - window) makes ``window + offsets`` that same refined segment.
-            cand = out.candidates.float()
-            offsets = out.offsets.float() + (clip_candidates(cand, out.video_lengths) - cand)
+            cand, offsets = clipped_offsets(out.candidates, out.offsets, out.video_lengths)
             return decode(cand, out.logits, offsets, out.video_lengths, durations, float(nms_threshold), top_n,
                           out.valid, self.backend)
 

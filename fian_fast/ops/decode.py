@@ -7,7 +7,8 @@ from typing import Optional
 import torch
 
 from .._extension import load_ops, register_fake
-from .._validation import check_data, check_fraction, check_same_device, check_tensor, check_top, check_valid
+from .._validation import (check_data, check_durations, check_fraction, check_same_device, check_tensor, check_top,
+                           check_valid, durations_rule)
 
 __all__ = ["decode"]
 
@@ -26,9 +27,9 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         logits: Tensor[B, N], floating, score logits; no NaN.
         offsets: Tensor[B, N, 2], floating, predicted ``(δs, δe)`` in frames; no NaN.
         video_lengths: Tensor[B], integer, valid frames per sample (>= 1).
-        durations: Tensor[B], floating, video durations in seconds (finite, >= 0).
+        durations: Tensor[B], floating, video durations in seconds (finite, > 0).
         iou_threshold: in [0, 1].
-        top_n: >= 1, moments kept per sample.
+        top_n: a positive int, moments kept per sample.
         valid: optional bool Tensor[B, N]; ``None`` = candidates whose start < video_lengths[b].
         validate: check the values (no NaN, start <= end, lengths >= 1, durations; one host read).
             ``False`` for callers whose data was checked where it entered.
@@ -45,7 +46,7 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
     B = logits.shape[0]
     check_tensor(fn, "offsets", offsets, dim=3, floating=True, shape=(B, N, 2))
     check_tensor(fn, "video_lengths", video_lengths, dim=1, floating=False, shape=(B,))
-    check_tensor(fn, "durations", durations, dim=1, floating=True, shape=(B,))
+    check_durations(fn, durations, B, validate=False)   # its values with the others, below
     iou_threshold = check_fraction(fn, "iou_threshold", iou_threshold)
     top_n = check_top(fn, "top_n", top_n)
     check_valid(fn, valid, B, N)
@@ -55,8 +56,7 @@ def decode(candidates: torch.Tensor, logits: torch.Tensor, offsets: torch.Tensor
         check_data(fn, intervals=(("candidates", candidates),), no_nan=(("logits", logits), ("offsets", offsets)),
                    extra=(((video_lengths < 1).any(),
                            lambda: f"video_lengths should be >= 1, got minimum {int(video_lengths.min())}"),
-                          ((~(torch.isfinite(durations) & (durations >= 0))).any(),
-                           lambda: f"durations should be finite and >= 0 seconds, got {durations.tolist()}")))
+                          durations_rule(durations)))
     dt = torch.float64 if torch.float64 in (candidates.dtype, logits.dtype, offsets.dtype) else torch.float32
     if B == 0:
         return (torch.zeros((0, top_n, 2), dtype=torch.float32, device=logits.device),
