@@ -4,9 +4,23 @@ The evaluator ranks, for each query, every valid candidate of the model by score
 model's own refinement (what ``FIAN.decode`` returns with ``top_n = N`` and no suppression:
 segments clipped to the video, ties in score ranked by the lower candidate index), and hands the
 ranked list (a :class:`QueryRanking`, seconds) to a protocol, which applies its own NMS and hit
-test. Each protocol below names the file it reproduces and every rule it follows; every rule is
-pinned by a hand-made case in ``tests/test_evaluate.py`` that fails under the neighbouring rule.
-Hit counts are integers and exact; metrics are percentages rounded to two decimals.
+test (the arithmetic lives in :mod:`fian_fast.metrics`). Each protocol below names the file it
+reproduces and every rule it follows; every rule is pinned by a hand-made case in
+``tests/test_evaluate.py`` (``tests/test_evaluate_mmn.py`` for mmn's float32) that fails under
+the neighbouring rule. Hit counts are integers and exact; metrics are percentages rounded to two
+decimals.
+
+One batch loop (:func:`rank_queries`) runs the model; :func:`score_protocols` applies each
+protocol with its NMS threshold; :meth:`EvalResult.add` is the one place a query's grade is
+added up; :func:`evaluate_model` is the two together. Queries with several relevant windows
+(QVHighlights) carry them with their batch (``Batch.gt_windows``, then
+:attr:`QueryRanking.gt_windows`): ``moment_detr`` always grades every window by its own rule;
+the other protocols grade the first window only, or with ``windows="each"`` (the ``--windows
+each`` policy) each window: a hit at (n, m) when any window is hit there, the mIoU term of the
+window the top-1 segment matches best. The extra windows are graded as the first one is, as
+float32 fractions of the duration (the batch's ``gt``): exactly as a one-window query of each
+when the duration is a float32 value (QVHighlights' whole seconds); otherwise an end may differ
+from such a query's by one float32 step, as the batch carries durations in float32.
 
 ``2dtan`` (default) — 2D-TAN, ``lib/core/eval.py`` (microsoft/2D-TAN)
     * IoU in seconds, ``inter / hull`` (``hull = max(ends) - min(starts)``, which is the union
@@ -44,7 +58,13 @@ Hit counts are integers and exact; metrics are percentages rounded to two decima
     * A query with no candidate is a miss with IoU 0.
 ``mmn`` — MMN, ``mmn/data/datasets/evaluation.py`` with ``iou`` of ``mmn/data/datasets/utils.py``
 (MCG-NJU/MMN)
-    * IoU in seconds, ``max(inter, 0) / hull`` (as 2dtan).
+    * Float32 throughout, as MMN computes: its moments are float32 tensors (``grids * duration /
+      num_clips``; here the model's segments, float32 from ``frames / L * duration``), its ground
+      truth a float32 tensor of the seconds, its IoU float32 tensor arithmetic, its NMS test
+      ``iou > nms_threshold`` and its hit test ``iou >= m`` float32 comparisons (a Python
+      threshold meets a float32 tensor as float32; MMN's ``iou_metrics`` is a float32 tensor).
+      An IoU that is exactly a threshold in float64 may fall on either side of it in float32.
+    * IoU in seconds, ``max(inter, 0) / hull`` (as 2dtan, in float32).
     * Candidates are the nonzero entries of MMN's score map: a candidate whose score is exactly 0
       is no candidate.
     * Ranked by score, descending; ties keep the ranked list's order (MMN's ``torch.sort`` is not
@@ -85,16 +105,25 @@ recall protocols. Every report names its protocol.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from .data.windows import WINDOW_POLICIES
+from .metrics import (MOMENT_DETR_AP_THRESHOLDS, MOMENT_DETR_MAX_WINDOWS, average_precision_moment_detr,
+                      frames_csmgan, gt_frames_csmgan, iou_frames_csmgan, iou_mmn, iou_seconds, nms_2dtan, nms_csmgan,
+                      nms_mmn, r1_iou_moment_detr)
+from .model.decode import clipped_offsets
+from .reference.decode import refine_segments
 
 __all__ = ["PROTOCOLS", "SUPPRESSING", "DEFAULT_PROTOCOL", "THRESHOLDS", "RECALLS", "MOMENT_DETR_AP_THRESHOLDS",
-           "EvalResult", "QueryRanking", "default_nms_threshold", "nms_2dtan", "nms_csmgan", "nms_mmn", "iou_seconds",
-           "iou_frames_csmgan", "average_precision_moment_detr", "score_queries", "ranked_segments", "evaluate_model"]
+           "MOMENT_DETR_MAX_WINDOWS", "EvalResult", "Grade", "QueryRanking", "default_nms_threshold",
+           "protocol_nms_threshold", "nms_2dtan", "nms_csmgan", "nms_mmn", "iou_seconds", "iou_mmn",
+           "iou_frames_csmgan", "average_precision_moment_detr", "score_queries", "score_protocols",
+           "ranked_segments", "rank_queries", "evaluate_model"]
 
 PROTOCOLS = ("2dtan", "csmgan", "mmn", "moment_detr")
 #: the protocols with one NMS threshold, set by ``nms_threshold`` / ``--nms-threshold``
@@ -104,10 +133,6 @@ RECALLS = (1, 5)
 #: IoU thresholds m reported per dataset.
 THRESHOLDS = {"charades": (0.5, 0.7), "activitynet": (0.3, 0.5, 0.7), "tacos": (0.1, 0.3, 0.5, 0.7),
               "synthetic": (0.3, 0.5, 0.7), "lighthouse": (0.3, 0.5, 0.7)}
-#: Moment-DETR's mAP thresholds 0.5:0.05:0.95, as the decimals it rounds them to
-MOMENT_DETR_AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-#: Moment-DETR's mAP reads the first 10 windows of each query
-MOMENT_DETR_MAX_WINDOWS = 10
 
 
 def default_nms_threshold(protocol: str, dataset: Optional[str] = None) -> Optional[float]:
@@ -122,13 +147,23 @@ def default_nms_threshold(protocol: str, dataset: Optional[str] = None) -> Optio
     return None
 
 
+def protocol_nms_threshold(protocol: str, nms_threshold: Optional[float] = None,
+                           dataset: Optional[str] = None) -> Optional[float]:
+    """The one rule of the NMS threshold a protocol runs with: ``nms_threshold`` for the
+    protocols in :data:`SUPPRESSING` (None: their :func:`default_nms_threshold` for
+    ``dataset``), None for the others."""
+    if protocol not in SUPPRESSING:
+        return default_nms_threshold(protocol, dataset)
+    return float(nms_threshold) if nms_threshold is not None else default_nms_threshold(protocol, dataset)
+
+
 @dataclass
 class QueryRanking:
     """One query's ranked candidates: ``segments`` float64 [K, 2] seconds (best first), ``scores``
     [K], ``indices`` [K] candidate indices, the video's ``length`` in frames and ``duration`` in
     seconds, the ground truth ``gt`` (start, end) seconds, and optionally all its ground-truth
-    windows ``gt_windows`` float64 [G, 2] seconds (QVHighlights has several; only ``moment_detr``
-    reads them, the other protocols grade against ``gt``)."""
+    windows ``gt_windows`` float64 [G, 2] seconds, the first being ``gt`` (QVHighlights has
+    several: see the module docstring), the ``video_id`` and the ``query`` sentence."""
 
     segments: np.ndarray
     scores: np.ndarray
@@ -137,6 +172,8 @@ class QueryRanking:
     duration: float
     gt: Tuple[float, float]
     gt_windows: Optional[np.ndarray] = None
+    video_id: str = ""
+    query: str = ""
 
     @property
     def windows(self) -> np.ndarray:
@@ -144,6 +181,24 @@ class QueryRanking:
         if self.gt_windows is None or len(self.gt_windows) == 0:
             return np.asarray([self.gt], dtype=np.float64)
         return np.asarray(self.gt_windows, dtype=np.float64).reshape(-1, 2)
+
+    def ground_truths(self, windows: str = "first") -> List[Tuple[float, float]]:
+        """The windows the recall protocols grade: ``[gt]``, and with ``windows="each"`` every
+        further window of ``gt_windows`` as the batch holds ``gt``: a float32 fraction of the
+        duration times the duration."""
+        if windows == "first" or self.gt_windows is None or len(self.gt_windows) <= 1:
+            return [self.gt]
+        d = self.duration
+        return [self.gt] + [(float(np.float32(s / d)) * d, float(np.float32(e / d)) * d) for s, e in self.windows[1:]]
+
+
+class Grade(NamedTuple):
+    """One query's grade under one protocol: ``hits[(n, m)]`` whether it is hit among the top n at
+    threshold m, its mIoU term ``iou``, and its AP per :data:`MOMENT_DETR_AP_THRESHOLDS` (None
+    outside moment_detr, or for a query left out of the mAP)."""
+    hits: Dict[Tuple[int, float], bool]
+    iou: float = 0.0
+    ap: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -160,6 +215,17 @@ class EvalResult:
     ap_sums: Dict[float, float] = field(default_factory=dict)
     ap_queries: int = 0
     nms_threshold: Optional[float] = None
+
+    def add(self, grade: Grade) -> None:
+        """Add one query's :class:`Grade`: the one place a result is added up."""
+        self.num_queries += 1
+        for key in self.hits:
+            self.hits[key] += bool(grade.hits.get(key, False))
+        self.miou_sum += grade.iou
+        if grade.ap is not None:
+            self.ap_queries += 1
+            for t, v in zip(MOMENT_DETR_AP_THRESHOLDS, grade.ap):
+                self.ap_sums[t] += float(v)
 
     @property
     def metrics(self) -> Dict[str, float]:
@@ -187,243 +253,113 @@ class EvalResult:
                 + "  ".join(f"{k} {v:.2f}" for k, v in self.metrics.items()))
 
 
-# ----------------------------------------------------------------------------- IoU and NMS
-def iou_seconds(segments: np.ndarray, gt: Sequence[float]) -> np.ndarray:
-    """2D-TAN / MMN IoU of ``segments`` [K, 2] with one ``gt`` (start, end): ``inter / hull``
-    (0 for disjoint segments; NaN for two empty segments at one point, never a hit)."""
-    s = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    inter = np.maximum(0.0, np.minimum(s[:, 1], gt[1]) - np.maximum(s[:, 0], gt[0]))
-    union = np.maximum(s[:, 1], gt[1]) - np.minimum(s[:, 0], gt[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / union
-
-
-def iou_frames_csmgan(segments: np.ndarray, gt: Sequence[float]) -> np.ndarray:
-    """CSMGAN IoU on inclusive frame indices: ``(inter + 1) / (union + 1)``, 0 when negative."""
-    s = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    inter = np.minimum(s[:, 1], gt[1]) - np.maximum(s[:, 0], gt[0])
-    union = np.maximum(s[:, 1], gt[1]) - np.minimum(s[:, 0], gt[0])
-    iou = (inter + 1.0) / (union + 1.0)
-    return np.where(iou < 0, 0.0, iou)
-
-
-def _overlap(seg: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """``inter / (len + len - inter)`` of one segment with each of ``others`` (NaN for 0/0)."""
-    inter = np.maximum(0.0, np.minimum(seg[1], others[:, 1]) - np.maximum(seg[0], others[:, 0]))
-    denom = (seg[1] - seg[0]) + (others[:, 1] - others[:, 0]) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / denom
-
-
-def nms_2dtan(segments: np.ndarray, threshold: float = 0.5, top_k: int = 5) -> List[int]:
-    """Greedy NMS over ``segments`` [K, 2] already ranked best first: keep the first, drop every
-    later one whose IoU with it is ``> threshold``, repeat; stop once ``top_k`` are kept."""
-    order = np.arange(len(segments))
-    segs = np.asarray(segments, dtype=np.float64)
-    keep: List[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        if len(keep) == top_k:
-            break
-        ovr = _overlap(segs[i], segs[order[1:]])
-        order = order[1:][ovr <= threshold]  # NaN overlaps (empty pairs) are dropped, as in 2D-TAN
-    return keep
-
-
-def nms_csmgan(segments: np.ndarray, scores: np.ndarray, indices: np.ndarray, overlap: float,
-               top_k: Optional[int] = None) -> List[int]:
-    """CSMGAN's NMS: pick the highest score (ties: higher candidate index), drop every remaining
-    segment whose overlap with it is ``> overlap``, repeat. Returns positions into ``segments``
-    in pick order (at most ``top_k``)."""
-    segs = np.asarray(segments, dtype=np.float64)
-    # ascending by (score, index) then popped from the end == descending, ties to the higher index
-    order = list(np.lexsort((np.asarray(indices), np.asarray(scores, dtype=np.float64))))
-    picks: List[int] = []
-    while order:
-        i = order.pop()
-        picks.append(int(i))
-        if top_k is not None and len(picks) == top_k:
-            break
-        if not order:
-            break
-        rest = np.asarray(order)
-        laps = _overlap(segs[i], segs[rest])
-        order = [int(j) for j, lap in zip(rest, laps) if lap <= overlap]
-    return picks
-
-
-def nms_mmn(segments: np.ndarray, scores: np.ndarray, threshold: float) -> List[int]:
-    """MMN's NMS: drop zero scores, rank by score (descending, ties in the given order), then
-    every segment not yet suppressed suppresses the later ones whose IoU (``inter / hull``) with
-    it is ``> threshold``; a NaN IoU never suppresses. Returns the kept positions into
-    ``segments``, best first (all of them, no early stop)."""
-    segs = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    sc = np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = [int(i) for i in np.argsort(-sc, kind="stable") if sc[i] != 0]
-    suppressed = np.zeros(len(order), dtype=bool)
-    for a in range(len(order) - 1):
-        if suppressed[a]:
-            continue
-        later = segs[order[a + 1:]]
-        with np.errstate(invalid="ignore"):
-            suppressed[a + 1:] |= iou_seconds(later, segs[order[a]]) > threshold
-    return [i for i, s in zip(order, suppressed) if not s]
-
-
-def average_precision_moment_detr(windows: np.ndarray, scores: np.ndarray, gt_windows: np.ndarray,
-                                  thresholds: Sequence[float] = MOMENT_DETR_AP_THRESHOLDS) -> np.ndarray:
-    """One query's AP at each IoU threshold, by the rules of Moment-DETR's
-    ``compute_average_precision_detection`` (see the module docstring): predictions sorted by
-    score (stable), greedy matching to the unmatched ground truth of highest IoU when it is
-    ``>= t``, VOC interpolated area under precision-recall. Returns float64 [len(thresholds)]."""
-    pred = np.asarray(windows, dtype=np.float64).reshape(-1, 2)
-    gts = np.asarray(gt_windows, dtype=np.float64).reshape(-1, 2)
-    ap = np.zeros(len(thresholds))
-    if len(pred) == 0:
-        return ap
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    pred = pred[order]
-    left = np.maximum(pred[:, None, 0], gts[None, :, 0])
-    right = np.minimum(pred[:, None, 1], gts[None, :, 1])
-    inter = np.clip(right - left, 0, None)
-    union = (pred[:, 1] - pred[:, 0])[:, None] + (gts[:, 1] - gts[:, 0])[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union                                                # [P, G]
-    for ti, t in enumerate(thresholds):
-        matched = np.zeros(len(gts), dtype=bool)
-        tp = np.zeros(len(pred))
-        for p in range(len(pred)):
-            # highest IoU first; NaN sorts last ascending, so first here; ties: the later gt first
-            for g in np.argsort(iou[p], kind="stable")[::-1]:
-                if iou[p, g] < t:
-                    break
-                if matched[g]:
-                    continue
-                matched[g] = True
-                tp[p] = 1
-                break
-        tp_cum = np.cumsum(tp)
-        recall = tp_cum / len(gts)
-        precision = tp_cum / np.arange(1, len(pred) + 1)
-        # VOC: precision made non-increasing from the right, summed where recall steps
-        prec = np.concatenate([[0.0], precision, [0.0]])
-        rec = np.concatenate([[0.0], recall, [1.0]])
-        prec = np.maximum.accumulate(prec[::-1])[::-1]
-        steps = np.nonzero(rec[1:] != rec[:-1])[0] + 1
-        ap[ti] = float(np.sum((rec[steps] - rec[steps - 1]) * prec[steps]))
-    return ap
-
-
 # ------------------------------------------------------------------------------ protocols
-def _frames_csmgan(q: QueryRanking) -> Tuple[np.ndarray, Tuple[float, float]]:
-    L = q.length
-    frames = np.asarray(q.segments, dtype=np.float64) / q.duration * L
-    pred = np.stack([np.clip(frames[:, 0], 0, L - 1), np.clip(frames[:, 1] - 1, 0, L - 1)], axis=1)
-    pred[:, 1] = np.maximum(pred[:, 1], pred[:, 0])
-    gs = max(0, math.floor(q.gt[0] / q.duration * L))
-    ge = min(L - 1, max(gs, math.ceil(q.gt[1] / q.duration * L) - 1))
-    return pred, (float(gs), float(ge))
+def _grade_windows(hits, gts, ranked_iou, top_iou, is_hit, thresholds, recalls) -> Grade:
+    """Grade against every window of ``gts``: a hit at (n, m) when any window is hit there, the
+    largest mIoU term. ``ranked_iou(g, m)``: the IoUs of the windows kept for threshold m against
+    window g, best first; ``top_iou(g)``: the mIoU term against g (NaN counts 0);
+    ``is_hit(ious, m)``: the protocol's hit test."""
+    iou = 0.0
+    for g in gts:
+        iou = max(iou, float(np.nan_to_num(top_iou(g))))
+        for m in thresholds:
+            with np.errstate(invalid="ignore"):
+                hit = is_hit(ranked_iou(g, m), m)
+            for r in recalls:
+                hits[(r, m)] = hits[(r, m)] or bool(hit[:r].any())
+    return Grade(hits, iou)
 
 
-def _r1_moment_detr(q: QueryRanking) -> float:
-    """The R1 IoU of the first window as given against its best-matching ground-truth window."""
-    top = np.asarray(q.segments, dtype=np.float64).reshape(-1, 2)[0]
-    gts = q.windows
-    inter = np.clip(np.minimum(top[1], gts[:, 1]) - np.maximum(top[0], gts[:, 0]), 0, None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cross = inter / ((top[1] - top[0]) + (gts[:, 1] - gts[:, 0]) - inter)
-    g = gts[int(np.argmax(cross))]                       # numpy.argmax: the first NaN, else the first maximum
-    inter = max(0.0, min(top[1], g[1]) - max(top[0], g[0]))
-    hull = max(top[1], g[1]) - min(top[0], g[0])
-    return float(inter / hull) if hull != 0 else 0.0
+def _grade(q: QueryRanking, protocol: str, thresholds, recalls, nms: float, windows: str) -> Grade:
+    """One query's grade under ``protocol`` (the module docstring's rules)."""
+    hits = {(r, m): False for m in thresholds for r in recalls}
+    if len(q.segments) == 0:
+        return Grade(hits)          # a miss with IoU 0; moment_detr leaves it out of the mAP
+    gts, max_r = q.ground_truths(windows), max(recalls)
+    if protocol == "2dtan":
+        segs = np.asarray(q.segments)[nms_2dtan(q.segments, nms, max_r)]
+        return _grade_windows(hits, gts, lambda g, m: iou_seconds(segs, g), lambda g: iou_seconds(segs[:1], g)[0],
+                              lambda iou, m: iou > m, thresholds, recalls)
+    if protocol == "mmn":
+        keep = nms_mmn(q.segments, q.scores, nms)[:max_r]
+        if not keep:
+            return Grade(hits)      # only zero scores: no candidate
+        segs = np.asarray(q.segments)[keep]
+        return _grade_windows(hits, gts, lambda g, m: iou_mmn(segs, g), lambda g: iou_mmn(segs[:1], g)[0],
+                              lambda iou, m: iou >= np.float32(m), thresholds, recalls)
+    if protocol == "csmgan":
+        pred = frames_csmgan(q.segments, q.length, q.duration)
+        top = pred[nms_csmgan(pred, q.scores, q.indices, 1.0, 1)]
+        picks = {m: pred[nms_csmgan(pred, q.scores, q.indices, m - 0.05, max_r)] for m in thresholds}
+        frames = {g: gt_frames_csmgan(g, q.length, q.duration) for g in gts}
+        return _grade_windows(hits, gts, lambda g, m: iou_frames_csmgan(picks[m], frames[g]),
+                              lambda g: iou_frames_csmgan(top, frames[g])[0], lambda iou, m: iou >= m,
+                              thresholds, recalls)
+    iou = r1_iou_moment_detr(q.segments[0], q.windows)
+    k = MOMENT_DETR_MAX_WINDOWS
+    ap = average_precision_moment_detr(q.segments[:k], q.scores[:k], q.windows)
+    return Grade({key: iou >= key[1] for key in hits}, iou, ap)
 
 
 def score_queries(queries: Iterable[QueryRanking], protocol: str = DEFAULT_PROTOCOL,
                   thresholds: Sequence[float] = (0.3, 0.5, 0.7), recalls: Sequence[int] = RECALLS,
-                  nms_threshold: Optional[float] = None) -> EvalResult:
+                  nms_threshold: Optional[float] = None, dataset: Optional[str] = None,
+                  windows: str = "first") -> EvalResult:
     """R@n, IoU@m hit counts and mIoU (and mAP for moment_detr) of ranked predictions under
-    ``protocol``. ``nms_threshold`` sets the NMS of 2dtan and mmn (None: 0.5); moment_detr reports
-    R@1 only, whatever ``recalls`` holds."""
+    ``protocol``. ``nms_threshold`` sets the NMS of 2dtan and mmn (None: their
+    :func:`default_nms_threshold` for ``dataset``); moment_detr reports R@1 only, whatever
+    ``recalls`` holds. ``windows`` (``first`` or ``each``): the ground-truth windows the recall
+    protocols grade (the module docstring)."""
     fn = "score_queries"
     if protocol not in PROTOCOLS:
         raise ValueError(f"{fn}: protocol should be one of {PROTOCOLS}, got {protocol!r}")
+    if windows not in WINDOW_POLICIES:
+        raise ValueError(f"{fn}: windows should be one of {WINDOW_POLICIES}, got {windows!r}")
     if nms_threshold is not None:
         if protocol not in SUPPRESSING:
             raise ValueError(f"{fn}: nms_threshold applies to the protocols {SUPPRESSING}, got it for {protocol!r}")
         if isinstance(nms_threshold, bool) or not isinstance(nms_threshold, (int, float)) or \
                 not 0.0 <= nms_threshold <= 1.0:
             raise ValueError(f"{fn}: nms_threshold should be in [0, 1], got {nms_threshold!r}")
-    nms = float(nms_threshold if nms_threshold is not None else default_nms_threshold(protocol) or 0.0)
+    nms = protocol_nms_threshold(protocol, nms_threshold, dataset)
     if protocol == "moment_detr":
         recalls = (1,)
-    result = EvalResult(protocol, 0, {(r, m): 0 for m in thresholds for r in recalls},
-                        nms_threshold=nms if protocol in SUPPRESSING else None)
+    result = EvalResult(protocol, 0, {(r, m): 0 for m in thresholds for r in recalls}, nms_threshold=nms)
     if protocol == "moment_detr":
         result.ap_sums = {t: 0.0 for t in MOMENT_DETR_AP_THRESHOLDS}
-    max_r = max(recalls)
     for q in queries:
-        result.num_queries += 1
-        if len(q.segments) == 0:
-            continue
-        if protocol == "2dtan":
-            keep = nms_2dtan(q.segments, nms, max_r)
-            iou = iou_seconds(np.asarray(q.segments)[keep], q.gt)
-            result.miou_sum += float(np.nan_to_num(iou[0]))
-            for m in thresholds:
-                hit = iou > m
-                for r in recalls:
-                    result.hits[(r, m)] += bool(hit[:r].any())
-        elif protocol == "csmgan":
-            pred, gt = _frames_csmgan(q)
-            top = nms_csmgan(pred, q.scores, q.indices, 1.0, 1)
-            result.miou_sum += float(np.nan_to_num(iou_frames_csmgan(pred[top], gt)[0]))
-            for m in thresholds:
-                picks = nms_csmgan(pred, q.scores, q.indices, m - 0.05, max_r)
-                hit = iou_frames_csmgan(pred[picks], gt) >= m
-                for r in recalls:
-                    result.hits[(r, m)] += bool(hit[:r].any())
-        elif protocol == "mmn":
-            keep = nms_mmn(q.segments, q.scores, nms)[:max_r]
-            if not keep:
-                continue
-            iou = iou_seconds(np.asarray(q.segments)[keep], q.gt)
-            result.miou_sum += float(np.nan_to_num(iou[0]))
-            for m in thresholds:
-                with np.errstate(invalid="ignore"):
-                    hit = iou >= m
-                for r in recalls:
-                    result.hits[(r, m)] += bool(hit[:r].any())
-        else:
-            iou = _r1_moment_detr(q)
-            result.miou_sum += iou
-            for m in thresholds:
-                result.hits[(1, m)] += bool(iou >= m)
-            k = MOMENT_DETR_MAX_WINDOWS
-            ap = average_precision_moment_detr(q.segments[:k], q.scores[:k], q.windows)
-            result.ap_queries += 1
-            for t, v in zip(MOMENT_DETR_AP_THRESHOLDS, ap):
-                result.ap_sums[t] += float(v)
+        result.add(_grade(q, protocol, thresholds, recalls, nms or 0.0, windows))
     return result
+
+
+def score_protocols(rankings: Sequence[QueryRanking], protocols: Sequence[str] = (DEFAULT_PROTOCOL,),
+                    thresholds: Sequence[float] = (0.3, 0.5, 0.7), nms_threshold: Optional[float] = None,
+                    dataset: Optional[str] = None, windows: str = "first") -> Dict[str, EvalResult]:
+    """``{protocol: EvalResult}`` of the same rankings under each protocol. ``nms_threshold`` sets
+    the NMS of the protocols in :data:`SUPPRESSING` (the others ignore it), by
+    :func:`protocol_nms_threshold`; ``windows`` as in :func:`score_queries`."""
+    return {p: score_queries(rankings, p, thresholds, nms_threshold=nms_threshold if p in SUPPRESSING else None,
+                             dataset=dataset, windows=windows)
+            for p in protocols}
 
 
 # ------------------------------------------------------------------------------ the model
 def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
-                    gt_windows: Optional[Sequence[Optional[np.ndarray]]] = None) -> List[QueryRanking]:
+                    gt_windows: Optional[Sequence[Optional[np.ndarray]]] = None,
+                    video_ids: Optional[Sequence[str]] = None,
+                    sentences: Optional[Sequence[str]] = None) -> List[QueryRanking]:
     """Every valid candidate of each query, refined and ranked as ``model.decode`` does with
     ``top_n = N`` and no suppression (``nms_threshold = 1``), vectorized: offsets are taken relative
-    to the window clipped to the video, ``window + offsets`` is re-ordered and clipped to
-    ``[0, video_lengths[b]]``, candidates are ranked by logit (ties: lower index), frames become
-    seconds by ``frames / video_lengths[b] * durations[b]``. ``tests/test_evaluate.py`` holds this
-    equal to ``model.decode``. ``gt_windows`` (optional, per query a float [G, 2] array of every
-    ground-truth window in seconds, or None) becomes :attr:`QueryRanking.gt_windows`."""
-    from .model.loss import clip_candidates
-    from .reference.decode import refine_segments
-
+    to the window clipped to the video (:func:`~fian_fast.model.decode.clipped_offsets`, as the
+    model's decode), ``window + offsets`` is re-ordered and clipped to ``[0, video_lengths[b]]``,
+    candidates are ranked by logit (ties: lower index), frames become seconds by
+    ``frames / video_lengths[b] * durations[b]``. ``tests/test_evaluate.py`` holds this equal to
+    ``model.decode``. ``gt_windows`` (optional, per query a float [G, 2] array of every
+    ground-truth window in seconds, or None), ``video_ids`` and ``sentences`` become the
+    rankings' ``gt_windows``, ``video_id`` and ``query``."""
     with torch.no_grad():
-        cand = out.candidates.float()
         lengths = out.video_lengths
-        offsets = out.offsets.float() + (clip_candidates(cand, lengths) - cand)
+        cand, offsets = clipped_offsets(out.candidates, out.offsets, lengths)
         refined = refine_segments(cand, offsets, lengths)                       # [B, N, 2] frames
         logits = out.logits.float().masked_fill(~out.valid, float("-inf"))
         order = torch.sort(logits, dim=1, descending=True, stable=True).indices
@@ -435,28 +371,24 @@ def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
     lens = lengths.cpu().tolist()
     durs = durations.float().cpu().tolist()
     gts = gt_fraction.float().cpu().numpy()
-    windows = list(gt_windows) if gt_windows is not None else [None] * len(counts)
+    B = len(counts)
+    windows = list(gt_windows) if gt_windows is not None else [None] * B
+    vids = list(video_ids) if video_ids is not None else [""] * B
+    texts = list(sentences) if sentences is not None else [""] * B
     return [QueryRanking(seconds[b, :k].astype(np.float64), scores[b, :k], order[b, :k], int(lens[b]), durs[b],
                          (float(gts[b, 0]) * durs[b], float(gts[b, 1]) * durs[b]),
-                         None if windows[b] is None else np.asarray(windows[b], dtype=np.float64).reshape(-1, 2))
+                         None if windows[b] is None else np.asarray(windows[b], dtype=np.float64).reshape(-1, 2),
+                         vids[b], texts[b])
             for b, k in enumerate(counts)]
 
 
 @torch.no_grad()
-def evaluate_model(model, loader, protocols: Sequence[str] = (DEFAULT_PROTOCOL,),
-                   thresholds: Sequence[float] = (0.3, 0.5, 0.7), device="cpu", autocast: bool = False,
-                   progress: bool = False, nms_threshold: Optional[float] = None,
-                   dataset: Optional[str] = None) -> Dict[str, EvalResult]:
-    """Run ``model`` over ``loader`` (yielding :class:`~fian_fast.data.Batch` made by ``collate``, which
-    checked their values: the model takes the trusted path) and score it under
-    each protocol. The model is put in eval mode and restored afterwards.
-
-    ``nms_threshold`` sets the NMS of the protocols in :data:`SUPPRESSING` (the others ignore
-    it); None takes each one's :func:`default_nms_threshold` for ``dataset``. A batch carrying
-    ``gt_windows`` (per query a [G, 2] array of every ground-truth window, seconds) is graded
-    against all of them by ``moment_detr``."""
-    from tqdm import tqdm
-
+def rank_queries(model, loader, device="cpu", autocast: bool = False, progress: bool = False) -> List[QueryRanking]:
+    """The one batch loop: run ``model`` over ``loader`` (yielding :class:`~fian_fast.data.Batch`
+    made by ``collate``, which checked their values: the model takes the trusted path) and rank
+    each query's candidates (:func:`ranked_segments`), carrying each batch's ground-truth
+    windows, video ids and sentences. The model is put in eval mode and restored afterwards;
+    ``progress`` shows a progress bar."""
     was_training = model.training
     model.eval()
     rankings: List[QueryRanking] = []
@@ -465,15 +397,25 @@ def evaluate_model(model, loader, protocols: Sequence[str] = (DEFAULT_PROTOCOL,)
             batch = batch.to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 out = model(*batch.model_inputs(), validate=False)   # checked by the loader's collate
-            out = out._replace(logits=out.logits.float(), offsets=out.offsets.float())
-            rankings.extend(ranked_segments(out, batch.durations.float(), batch.gt,
-                                            getattr(batch, "gt_windows", None)))
+            rankings.extend(ranked_segments(out, batch.durations.float(), batch.gt, batch.gt_windows,
+                                            batch.video_ids, batch.sentences))
     finally:
         model.train(was_training)
-    results = {}
-    for p in protocols:
-        nms = None
-        if p in SUPPRESSING:
-            nms = nms_threshold if nms_threshold is not None else default_nms_threshold(p, dataset)
-        results[p] = score_queries(rankings, p, thresholds, nms_threshold=nms)
-    return results
+    return rankings
+
+
+def evaluate_model(model, loader, protocols: Sequence[str] = (DEFAULT_PROTOCOL,),
+                   thresholds: Sequence[float] = (0.3, 0.5, 0.7), device="cpu", autocast: bool = False,
+                   progress: bool = False, nms_threshold: Optional[float] = None,
+                   dataset: Optional[str] = None, windows: str = "first") -> Dict[str, EvalResult]:
+    """Run ``model`` over ``loader`` (:func:`rank_queries`) and score it under each protocol
+    (:func:`score_protocols`).
+
+    ``nms_threshold`` sets the NMS of the protocols in :data:`SUPPRESSING` (the others ignore
+    it); None takes each one's :func:`default_nms_threshold` for ``dataset``. A query whose batch
+    carries several ground-truth windows (``Batch.gt_windows``, seconds: a split loaded with
+    ``windows="each"``) is graded against all of them by ``moment_detr``, and by the other
+    protocols with ``windows="each"`` (a hit when any window is hit; ``"first"``: its first
+    window)."""
+    rankings = rank_queries(model, loader, device, autocast, progress)
+    return score_protocols(rankings, protocols, thresholds, nms_threshold, dataset, windows)

@@ -43,8 +43,7 @@ from .config import FIANConfig
 from .data.dataset import GroundingDataset, collate
 from .data.text import Vocabulary
 from .distributed import DistInfo, barrier, broadcast_object
-from .data.windows import evaluate_windows
-from .evaluate import DEFAULT_PROTOCOL
+from .evaluate import DEFAULT_PROTOCOL, evaluate_model
 from .train_step import TrainStep, make_optimizer, pad_batch
 
 __all__ = ["TrainOptions", "Trainer", "Progress", "train", "save_checkpoint", "load_checkpoint", "load_model",
@@ -222,8 +221,8 @@ def make_loaders(train_ds: GroundingDataset, val_ds: Optional[GroundingDataset],
 def val_result(model, val_ds: GroundingDataset, val_loader: DataLoader, opts: TrainOptions, device: torch.device,
                amp: bool):
     """The validation split scored under ``opts.protocol`` (an ``EvalResult``: ``metrics``, ``summary()``)."""
-    return evaluate_windows(model, val_ds, val_loader, (opts.protocol,), opts.thresholds, device, amp,
-                            dataset_name=opts.dataset)[opts.protocol]
+    return evaluate_model(model, val_loader, (opts.protocol,), opts.thresholds, device, amp, dataset=opts.dataset,
+                          windows="each")[opts.protocol]
 
 
 class Trainer:

@@ -308,3 +308,88 @@ def test_moment_detr_map_ties_take_the_later_ground_truth():
     ap = average_precision_moment_detr(np.array([[0, 10], [5, 10]], float), np.array([0.9, 0.8]),
                                        np.array([[0, 5], [5, 10]], float))
     assert ap[0] == 0.5
+
+
+# --------------------------------------------------------------- the model, several windows
+def _windows_split():
+    """A split whose queries have one to three windows, and a tiny model over it."""
+    from fian_fast import FIAN, FIANConfig
+    from fian_fast.data import GroundingDataset, MemoryFeatures, Record, Vocabulary
+
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(14):
+        duration = float(rng.choice([30.0, 31.5, 150.0]))      # durations a float32 holds (see ground_truths)
+        cuts = np.sort(rng.uniform(0, duration, (int(rng.integers(1, 4)), 2)), axis=1).round(1)
+        cuts[:, 1] = np.maximum(cuts[:, 1], cuts[:, 0] + 0.5)
+        cuts = np.minimum(cuts, duration)
+        windows = tuple((float(s), float(e)) for s, e in cuts)
+        records.append(Record(f"v{i % 5}", duration, "a person opens the door", windows[0][0], windows[0][1], str(i),
+                              windows if len(windows) > 1 else ()))
+    features = MemoryFeatures({f"v{k}": rng.standard_normal((20 + 3 * k, 8)).astype(np.float32) for k in range(5)})
+    vocab = Vocabulary(["a", "person", "opens", "the", "door"], rng.standard_normal((5, 2)), "none")
+    ds = GroundingDataset(records, features, vocab, 16, 8)
+    torch.manual_seed(3)
+    cfg = FIANConfig.preset("synthetic", video_dim=8, word_dim=2, num_frames=16, hidden_size=16, num_heads=2,
+                            ffn_size=32)
+    return ds, FIAN(cfg).eval()
+
+
+def test_several_windows_come_with_the_batches_not_the_dataset_order():
+    from torch.utils.data import DataLoader
+
+    from fian_fast.data import collate
+    from fian_fast.evaluate import evaluate_model
+
+    ds, model = _windows_split()
+    assert sum(len(r.windows) > 1 for r in ds.records) >= 4
+    thresholds = (0.1, 0.3, 0.5)
+    # batches of one: the model computes each query alike in both orders
+    ordered = evaluate_model(model, DataLoader(ds, batch_size=1, collate_fn=collate), PROTOCOLS, thresholds,
+                             windows="each")
+    shuffled = evaluate_model(model, DataLoader(ds, batch_size=1, shuffle=True, collate_fn=collate,
+                                                generator=torch.Generator().manual_seed(0)),
+                              PROTOCOLS, thresholds, windows="each", progress=True)
+    first = evaluate_model(model, DataLoader(ds, batch_size=1, collate_fn=collate), PROTOCOLS, thresholds)
+    for p in PROTOCOLS:
+        assert shuffled[p].hits == ordered[p].hits and shuffled[p].ap_sums == pytest.approx(ordered[p].ap_sums)
+        assert shuffled[p].miou_sum == pytest.approx(ordered[p].miou_sum, abs=1e-12)
+        assert all(ordered[p].hits[k] >= first[p].hits[k] for k in first[p].hits)
+    assert any(ordered[p].hits != first[p].hits for p in ("2dtan", "csmgan", "mmn"))   # the extra windows count
+    # moment_detr grades every window by its own rule whatever the policy
+    assert first["moment_detr"].hits == ordered["moment_detr"].hits
+
+
+def test_each_window_is_graded_as_a_query_of_its_own():
+    """``windows="each"``: a hit when any window is hit, the best window's mIoU term, each window
+    graded exactly as a one-window query of it is."""
+    import dataclasses
+
+    from torch.utils.data import DataLoader
+
+    from fian_fast.data import GroundingDataset, collate
+    from fian_fast.evaluate import evaluate_model
+
+    ds, model = _windows_split()
+    thresholds = (0.1, 0.3, 0.5)
+    for protocol in ("2dtan", "csmgan", "mmn"):
+        got = evaluate_model(model, DataLoader(ds, batch_size=1, collate_fn=collate), (protocol,), thresholds,
+                             windows="each")[protocol]
+        want_hits, want_miou = {k: 0 for k in got.hits}, 0.0
+        for rec in ds.records:
+            per = []
+            for s, e in rec.windows or ((rec.start, rec.end),):
+                one = GroundingDataset([dataclasses.replace(rec, start=s, end=e, windows=())], ds.features, ds.vocab,
+                                       16, 8)
+                per.append(evaluate_model(model, DataLoader(one, collate_fn=collate), (protocol,),
+                                          thresholds)[protocol])
+            for k in want_hits:
+                want_hits[k] += max(r.hits[k] for r in per)
+            want_miou += max(r.miou_sum for r in per)
+        assert got.num_queries == len(ds) and got.hits == want_hits
+        assert got.miou_sum == pytest.approx(want_miou, abs=1e-12)
+
+
+def test_windows_policy_is_checked():
+    with pytest.raises(ValueError, match="score_queries: windows should be one of"):
+        score_queries([], "2dtan", windows="best")
