@@ -19,11 +19,14 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from ._cga import FUSED_DTYPES, INPUT_PRECISIONS, KERNEL_DTYPES, MAX_HEAD_DIM, CGAWeights, triton_runs_on
+
 __all__ = ["check_tensor", "check_lengths", "check_finite", "check_same_device", "check_fraction",
            "check_intervals", "check_no_nan", "check_data", "check_top", "durations_rule", "check_durations",
            "check_valid", "check_windows",
            "check_length_range", "check_batch", "check_all_finite", "check_gt", "check_like",
-           "check_cga_args", "check_cga_attention_args", "check_cga_gate_args"]
+           "check_cga_args", "check_cga_attention_args", "check_cga_gate_args", "check_cga_triton_args",
+           "check_triton_device"]
 
 
 def check_tensor(fn: str, name: str, t, dim: Optional[int] = None, last: Optional[int] = None,
@@ -298,8 +301,9 @@ def check_like(fn: str, ref_name: str, ref: torch.Tensor, **tensors) -> None:
                              f"on {t.device}")
 
 
-#: what the Triton CGA kernels take (float64 for gradcheck; the cga wrapper sends float64 to the reference)
-_TRITON_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+def _dtype_list(dtypes) -> str:
+    names = [str(d).replace("torch.", "") for d in dtypes]
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _check_lengths_meta(fn: str, B: int, device, **lengths) -> None:
@@ -309,34 +313,54 @@ def _check_lengths_meta(fn: str, B: int, device, **lengths) -> None:
             raise ValueError(f"{fn}: {name} should be on {device}, got {t.device}")
 
 
+def check_triton_device(fn: str, name: str, t: torch.Tensor) -> None:
+    """``t`` lies where Triton can run kernels: CUDA, or the CPU under ``TRITON_INTERPRET=1``."""
+    if not triton_runs_on(t.device.type):
+        raise ValueError(f"{fn}: {name} should be on a device Triton runs on (CUDA, or the CPU with "
+                         f"TRITON_INTERPRET=1 set before import), got {t.device}")
+
+
+def _check_heads(fn: str, d: int, num_heads) -> None:
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or d % num_heads:
+        raise ValueError(f"{fn}: num_heads should be a positive int dividing d = {d}, got {num_heads!r}")
+    if d // num_heads > MAX_HEAD_DIM:
+        raise ValueError(f"{fn}: num_heads should leave heads of at most {MAX_HEAD_DIM} features, got "
+                         f"num_heads = {num_heads} for d = {d} ({d // num_heads} features)")
+
+
+def _check_precision(fn: str, input_precision, allow_none: bool = False) -> None:
+    if input_precision is None and allow_none:
+        return
+    if input_precision not in INPUT_PRECISIONS:
+        choices = ", ".join(repr(p) for p in INPUT_PRECISIONS) + (" or None" if allow_none else "")
+        raise ValueError(f"{fn}: input_precision should be one of {choices}, got {input_precision!r}")
+
+
 def check_cga_attention_args(fn: str, q, k, v, query_lengths, key_lengths, num_heads, input_precision) -> None:
-    """Metadata of the ``fian_fast::cga_attention`` (and backward) Triton op: q [B, Lq, d], k and v
-    [B, Lk, d], float32/float16/bfloat16/float64, one device; int lengths [B]; num_heads dividing d into
-    heads of at most 256; input_precision one of ieee, tf32, tf32x3."""
+    """Metadata of the ``fian_fast::cga_attention`` (and backward) op: q [B, Lq, d], k and v
+    [B, Lk, d], one of :data:`~fian_fast._cga.KERNEL_DTYPES`, one device; int lengths [B];
+    num_heads dividing d into heads of at most :data:`~fian_fast._cga.MAX_HEAD_DIM`;
+    input_precision one of :data:`~fian_fast._cga.INPUT_PRECISIONS`."""
     check_tensor(fn, "q", q, dim=3, floating=True)
-    if q.dtype not in _TRITON_FLOATS:
-        raise ValueError(f"{fn}: q should be float32, float16, bfloat16 or float64, got {q.dtype}")
+    if q.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{fn}: q should be {_dtype_list(KERNEL_DTYPES)}, got {q.dtype}")
     B, _, d = q.shape
     check_tensor(fn, "k", k, dim=3, shape=(B, None, d))
     check_like(fn, "k", k, v=v)
     if k.dtype != q.dtype or k.device != q.device:
         raise ValueError(f"{fn}: k should be {q.dtype} on {q.device} like q, got {k.dtype} on {k.device}")
     _check_lengths_meta(fn, B, q.device, query_lengths=query_lengths, key_lengths=key_lengths)
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or d % num_heads:
-        raise ValueError(f"{fn}: num_heads should be a positive int dividing d = {d}, got {num_heads!r}")
-    if d // num_heads > 256:
-        raise ValueError(f"{fn}: num_heads should leave heads of at most 256 features, got {d // num_heads}")
-    if input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"{fn}: input_precision should be 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+    _check_heads(fn, d, num_heads)
+    _check_precision(fn, input_precision)
 
 
 def check_cga_gate_args(fn: str, x, info, b_gate, b_info, query_lengths) -> None:
-    """Metadata of the ``fian_fast::cga_gate`` (and backward) Triton op: x [B, Lq, d] float32/
-    float16/bfloat16/float64; info None or like x; b_gate, b_info [d] of x's dtype and device; int
-    query_lengths [B]."""
+    """Metadata of the ``fian_fast::cga_gate`` (and backward) op: x [B, Lq, d] of one of
+    :data:`~fian_fast._cga.KERNEL_DTYPES`; info None or like x; b_gate, b_info [d] of x's dtype
+    and device; int query_lengths [B]."""
     check_tensor(fn, "x", x, dim=3, floating=True)
-    if x.dtype not in _TRITON_FLOATS:
-        raise ValueError(f"{fn}: x should be float32, float16, bfloat16 or float64, got {x.dtype}")
+    if x.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{fn}: x should be {_dtype_list(KERNEL_DTYPES)}, got {x.dtype}")
     if info is not None:
         check_like(fn, "x", x, info=info)
     d = x.shape[2]
@@ -347,11 +371,21 @@ def check_cga_gate_args(fn: str, x, info, b_gate, b_info, query_lengths) -> None
     _check_lengths_meta(fn, x.shape[0], x.device, query_lengths=query_lengths)
 
 
+def check_cga_triton_args(fn: str, query, num_heads, input_precision) -> None:
+    """What the fused Triton path adds to :func:`check_cga_args` (call it first): ``query`` of
+    one of :data:`~fian_fast._cga.FUSED_DTYPES` on a device Triton runs on, heads of at most
+    :data:`~fian_fast._cga.MAX_HEAD_DIM` features, ``input_precision`` one of
+    :data:`~fian_fast._cga.INPUT_PRECISIONS` or None."""
+    if query.dtype not in FUSED_DTYPES:
+        raise ValueError(f"{fn}: query should be {_dtype_list(FUSED_DTYPES)}, got {query.dtype}")
+    check_triton_device(fn, "query", query)
+    _check_heads(fn, query.shape[2], num_heads)
+    _check_precision(fn, input_precision, allow_none=True)
+
+
 def check_cga_args(fn: str, query, key_value, query_lengths, key_lengths, weights, num_heads, validate: bool) -> None:
     """Arguments of :func:`fian_fast.ops.cga`: the metadata of every one (free) and, with
     ``validate``, the length ranges (one host read)."""
-    from .reference.cga import CGAWeights
-
     check_tensor(fn, "query", query, dim=3, floating=True)
     B, Lq, d = query.shape
     check_tensor(fn, "key_value", key_value, dim=3, floating=True, shape=(B, None, d))

@@ -31,7 +31,8 @@ FlashAttention. For float32 inputs ``input_precision`` picks exact float32 (``"i
 units), TF32 tensor cores (``"tf32"``) or 3xTF32 (``"tf32x3"``, near-float32 on tensor cores);
 it is a launcher argument (the interpreter tests use ``"ieee"``; ``fian_fast.ops.cga`` follows
 torch's float32 matmul setting). Half-precision operands ignore it. Every dot dimension is
->= 16: the head dimension (at most 256) is padded to ``BLOCK_D = max(16, next_pow2(dk))``, and
+>= 16: the head dimension (at most ``MAX_HEAD_DIM`` = 256, :mod:`fian_fast._cga`) is padded to
+``BLOCK_D = max(16, next_pow2(dk))``, and
 tile sizes per dtype come from :func:`attention_config`. Batch offsets are int64.
 """
 from __future__ import annotations
@@ -42,8 +43,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "attention_config",
-           "MAX_HEAD_DIM"]
+from fian_fast._cga import INPUT_PRECISIONS, MAX_HEAD_DIM
+
+__all__ = ["cga_attention_fwd", "cga_attention_bwd", "cga_gate_fwd", "cga_gate_bwd", "attention_config"]
 
 _LOG2E = 1.4426950408889634
 
@@ -234,7 +236,7 @@ def _cga_gate_fwd_kernel(
     SEPARATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, FP64: tl.constexpr,
 ):
     """out[b, l] = sigmoid(x + b_g) * (x + b_i) (or (i + b_i) when SEPARATE), 0 for l >= q_len.
-    out is contiguous [B, Lq, D]."""
+    out is contiguous [B, Lq, D]; i_ptr is None unless SEPARATE."""
     b = tl.program_id(0).to(tl.int64)  # the batch on grid axis x: axes y and z stop at 65535 programs
     pid_m = tl.program_id(1)
     pid_d = tl.program_id(2)
@@ -267,7 +269,8 @@ def _cga_gate_bwd_kernel(
 ):
     """Gradients of the gate. dx (and di when SEPARATE) are contiguous [B, Lq, D]; the bias
     gradients are written as per-program column sums [B * cdiv(Lq, BLOCK_M), D] that the caller
-    reduces in a fixed order (deterministic, no atomics). Shared: dx = d_gate + d_info."""
+    reduces in a fixed order (deterministic, no atomics). Shared: dx = d_gate + d_info, and i_ptr
+    and di_ptr are None (every output pointer is a distinct buffer)."""
     b = tl.program_id(0).to(tl.int64)  # the batch on grid axis x: axes y and z stop at 65535 programs
     pid_m = tl.program_id(1)
     pid_d = tl.program_id(2)
@@ -302,26 +305,6 @@ def _cga_gate_bwd_kernel(
     tl.store(dbi_part_ptr + part, tl.sum(d_info, axis=0), mask=d_ok)
 
 
-def _launch(kernel):
-    """The kernel, wrapped so that ``torch.library.triton_op`` bodies trace under torch.compile
-    (eagerly it launches as is).
-
-    Under ``TRITON_INTERPRET=1`` ``triton.jit`` gives the interpreter's function, not a
-    ``JITFunction``; torch 2.11 (with Triton 3.6) refuses to wrap it, torch 2.14 accepts it.
-    Refused, it is launched as it is: eager calls work, tracing does not (the interpreter runs
-    no compiled code in any case). A compiled kernel that is refused is an error.
-    """
-    try:
-        return torch.library.wrap_triton(kernel)
-    except RuntimeError:
-        from triton.runtime.autotuner import Autotuner
-        from triton.runtime.jit import JITFunction
-
-        if isinstance(kernel, (JITFunction, Autotuner)):
-            raise
-        return kernel
-
-
 def _on_device_of(t: torch.Tensor):
     """Triton launches on the current CUDA device, not on the tensors' one: make them agree."""
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
@@ -332,8 +315,8 @@ def _block(n: int, lo: int, hi: int) -> int:
 
 
 def _precision(dtype: torch.dtype, input_precision: str) -> str:
-    if input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"cga kernels: input_precision should be 'ieee', 'tf32' or 'tf32x3', got {input_precision!r}")
+    if input_precision not in INPUT_PRECISIONS:
+        raise ValueError(f"cga kernels: input_precision should be one of {INPUT_PRECISIONS}, got {input_precision!r}")
     # only float32 operands have a choice; half types always use their native tensor-core path
     return input_precision if dtype == torch.float32 else "tf32"
 
@@ -352,7 +335,6 @@ _TILES = {
     "ieee": (32, 64, 64),
 }
 _WARPS = 8
-MAX_HEAD_DIM = 256  # BLOCK_D holds a whole head: wider heads are not supported
 
 
 def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int, head_dim: int,
@@ -368,7 +350,7 @@ def attention_config(dtype: torch.dtype, input_precision: str, Lq: int, Lk: int,
     prec = _precision(dtype, input_precision)
     kind = "half" if dtype in (torch.float16, torch.bfloat16) else prec
     max_m, max_n, fused_keys = _TILES[kind]
-    block_d = _block(head_dim, 16, 256)
+    block_d = _block(head_dim, 16, MAX_HEAD_DIM)
     shrink = max(1, block_d // 64)  # wider heads: proportionally fewer rows and keys per tile
     max_n, fused_keys = max(16, max_n // shrink), max(16, fused_keys // shrink)
     if max_fused_keys is not None:
@@ -424,7 +406,7 @@ def cga_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_l
     sm_scale = head_dim ** -0.5
     grid = (B * num_heads, triton.cdiv(Lq, cfg["BLOCK_M"]))
     with _on_device_of(q):
-        _launch(_cga_attn_fwd_kernel)[grid](
+        _cga_attn_fwd_kernel[grid](
             q, k, v, o, lse, query_lengths, key_lengths,
             *_strides(q), *_strides(k), *_strides(v), *_strides(o),
             Lq, num_heads, head_dim, sm_scale * _LOG2E, **cfg)
@@ -461,11 +443,11 @@ def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     sm_scale = head_dim ** -0.5
     common = (*_strides(q), *_strides(k), *_strides(v), *_strides(heads), *_strides(grad_heads))
     with _on_device_of(q):
-        _launch(_cga_attn_bwd_kernel)[(B * num_heads, triton.cdiv(Lk, bwd["BLOCK_N"]))](
+        _cga_attn_bwd_kernel[(B * num_heads, triton.cdiv(Lk, bwd["BLOCK_N"]))](
             q, k, v, heads, grad_heads, lse, dq, dk, dv, query_lengths, key_lengths, *common,
             Lq, Lk, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **bwd)
         if dq_cfg is not None:
-            _launch(_cga_attn_bwd_dq_kernel)[(B * num_heads, triton.cdiv(Lq, dq_cfg["BLOCK_M"]))](
+            _cga_attn_bwd_dq_kernel[(B * num_heads, triton.cdiv(Lq, dq_cfg["BLOCK_M"]))](
                 q, k, v, heads, grad_heads, lse, dq, query_lengths, key_lengths, *common,
                 Lq, num_heads, head_dim, sm_scale * _LOG2E, sm_scale, **dq_cfg)
     return dq, dk, dv
@@ -473,6 +455,12 @@ def cga_attention_bwd(grad_heads: torch.Tensor, q: torch.Tensor, k: torch.Tensor
 
 _GATE_BLOCK_M = 16
 _GATE_BLOCK_D = 128
+
+
+def _info_strides(info):
+    # the shared gate passes None for info (and for dinfo): the kernels, specialized on
+    # SEPARATE=False, never touch those pointers, and no buffer is passed twice
+    return _strides(info) if info is not None else (0, 0, 0)
 
 
 def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tensor, query_lengths: torch.Tensor):
@@ -493,12 +481,11 @@ def cga_gate_fwd(x: torch.Tensor, info, b_gate: torch.Tensor, b_info: torch.Tens
     if out.numel() == 0:
         return out
     separate = info is not None
-    i_t = info if separate else x
     b_gate, b_info = b_gate.contiguous(), b_info.contiguous()  # the kernel reads biases with unit stride
     grid = (B, triton.cdiv(Lq, _GATE_BLOCK_M), triton.cdiv(D, _GATE_BLOCK_D))
     with _on_device_of(x):
-        _launch(_cga_gate_fwd_kernel)[grid](
-            x, i_t, b_gate, b_info, out, query_lengths, *_strides(x), *_strides(i_t), Lq, D,
+        _cga_gate_fwd_kernel[grid](
+            x, info, b_gate, b_info, out, query_lengths, *_strides(x), *_info_strides(info), Lq, D,
             SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64,
             num_warps=4)
     return out
@@ -522,13 +509,12 @@ def cga_gate_bwd(grad_out: torch.Tensor, x: torch.Tensor, info, b_gate: torch.Te
     dbg_part = torch.empty((B * n_m, D), device=x.device, dtype=acc)
     dbi_part = torch.empty_like(dbg_part)
     if dx.numel():
-        i_t = info if separate else x
         b_gate, b_info = b_gate.contiguous(), b_info.contiguous()
         grid = (B, n_m, triton.cdiv(D, _GATE_BLOCK_D))
         with _on_device_of(x):
-            _launch(_cga_gate_bwd_kernel)[grid](
-                grad_out, x, i_t, b_gate, b_info, dx, di if separate else dx, dbg_part, dbi_part, query_lengths,
-                *_strides(grad_out), *_strides(x), *_strides(i_t), Lq, D,
+            _cga_gate_bwd_kernel[grid](
+                grad_out, x, info, b_gate, b_info, dx, di, dbg_part, dbi_part, query_lengths,
+                *_strides(grad_out), *_strides(x), *_info_strides(info), Lq, D,
                 SEPARATE=separate, BLOCK_M=_GATE_BLOCK_M, BLOCK_D=_GATE_BLOCK_D, FP64=x.dtype == torch.float64,
                 num_warps=4)
     return dx, di, dbg_part.sum(0).to(b_gate.dtype), dbi_part.sum(0).to(b_info.dtype)

@@ -5,6 +5,8 @@ GPU tolerances (flash-attention's rule): the fused path's max error against a fl
 is at most 2x that of the same-precision PyTorch computation (every op in the input dtype,
 ``_cga_same_precision``) plus a floor of 1e-6 of the output scale.
 """
+import importlib
+import importlib.util
 import math
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from fian_fast import _cga
 from fian_fast.ops import CGAWeights, cga
 from fian_fast.reference.cga import cga as cga_reference
 from fian_fast.reference.cga import length_mask
@@ -111,41 +114,62 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
         cga(**kwargs)
 
 
-# ---- the registered triton_ops --------------------------------------------------------------
+# ---- the registered ops ------------------------------------------------------------------------
+
+def _triton_device():
+    """Where the Triton ops can run here: CUDA, else the CPU under the interpreter."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        return "cuda"
+    if not _cga.triton_runs_on("cpu"):
+        pytest.skip("needs a GPU or TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU)")
+    return "cpu"
+
 
 def _op_cases(device):
-    from fian_fast.ops.cga import _register
-    torch.compiler.disable(_register)()
     g = torch.Generator().manual_seed(0)
 
     def rnd(*shape):
         return torch.randn(*shape, generator=g).to(device).requires_grad_()
 
-    q, k, v, x, i, b = rnd(2, 7, 64), rnd(2, 13, 64), rnd(2, 13, 64), rnd(2, 7, 64), rnd(2, 7, 64), rnd(64)
+    q, k, v, x, i, b = rnd(2, 7, 32), rnd(2, 13, 32), rnd(2, 13, 32), rnd(2, 7, 32), rnd(2, 7, 32), rnd(32)
     ql, kl = torch.tensor([7, 3], device=device), torch.tensor([13, 5], device=device)
-    heads, lse = torch.ops.fian_fast.cga_attention(q, k, v, ql, kl, 4, "ieee")
-    grad = torch.randn(2, 7, 64, generator=g).to(device)
+    heads, lse = torch.ops.fian_fast.cga_attention(q, k, v, ql, kl, 2, "ieee")
+    grad = torch.randn(2, 7, 32, generator=g).to(device)
+    const = [t.detach() for t in (q, k, v, heads, x, i, b)]  # backward ops take no gradient themselves
     return {
-        "cga_attention": (torch.ops.fian_fast.cga_attention.default, (q, k, v, ql, kl, 4, "ieee")),
+        "cga_attention": (torch.ops.fian_fast.cga_attention.default, (q, k, v, ql, kl, 2, "ieee")),
         "cga_attention_backward": (torch.ops.fian_fast.cga_attention_backward.default,
-                                   (grad, q, k, v, heads.detach(), lse, ql, kl, 4, "ieee")),
+                                   (grad, *const[:4], lse, ql, kl, 2, "ieee")),
         "cga_gate-separate": (torch.ops.fian_fast.cga_gate.default, (x, i, b, b, ql)),
         "cga_gate-shared": (torch.ops.fian_fast.cga_gate.default, (x, None, b, b, ql)),
-        "cga_gate_backward": (torch.ops.fian_fast.cga_gate_backward.default, (grad, x, i, b, b, ql)),
+        "cga_gate_backward-separate": (torch.ops.fian_fast.cga_gate_backward.default,
+                                       (grad, const[4], const[5], const[6], const[6], ql)),
+        "cga_gate_backward-shared": (torch.ops.fian_fast.cga_gate_backward.default,
+                                     (grad, const[4], None, const[6], const[6], ql)),
     }
 
 
-OP_NAMES = ["cga_attention", "cga_attention_backward", "cga_gate-separate", "cga_gate-shared", "cga_gate_backward"]
+OP_NAMES = ["cga_attention", "cga_attention_backward", "cga_gate-separate", "cga_gate-shared",
+            "cga_gate_backward-separate", "cga_gate_backward-shared"]
 
 
 @pytest.mark.parametrize("name", OP_NAMES)
-def test_opcheck_schema_and_autograd_registration(name):
-    """The opcheck parts that run eagerly (on the CPU under the Triton interpreter): the schema
-    matches what the op mutates and aliases, and autograd is registered. The fake-tensor and
-    AOT-dispatch parts need a GPU (see test_cuda_opcheck_triton_ops)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    op, args = _op_cases(device)[name]
-    torch.library.opcheck(op, args, test_utils=("test_schema", "test_autograd_registration"))
+def test_opcheck(name):
+    """torch.library.opcheck of every op, all of its parts (schema, autograd registration, fake
+    tensor, AOT dispatch), on a GPU or on the CPU under the Triton interpreter."""
+    op, args = _op_cases(_triton_device())[name]
+    torch.library.opcheck(op, args)
+
+
+def test_import_registers_the_ops_without_triton_or_dynamo():
+    code = ("import sys, torch, fian_fast\n"
+            "assert torch.ops.fian_fast.cga_attention.default._schema.name == 'fian_fast::cga_attention'\n"
+            "for name in ('cga_attention', 'cga_attention_backward', 'cga_gate', 'cga_gate_backward'):\n"
+            "    getattr(torch.ops.fian_fast, name).default\n"
+            "bad = [m for m in ('triton', 'torch._dynamo', 'fian_fast.kernels.cga') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # ---- CUDA: the fused Triton path ----------------------------------------------------------------
@@ -237,13 +261,6 @@ def test_cuda_autocast_runs_in_autocast_dtype():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name", OP_NAMES)
-def test_cuda_opcheck_triton_ops(name):
-    op, args = _op_cases("cuda")[name]
-    torch.library.opcheck(op, args)
-
-
-@pytest.mark.cuda
 def test_cuda_torch_compile_matches_eager():
     t, ql, kl = _make(4, 20, 200, 512, device="cuda")
     eager = _call(cga, t, ql, kl, 8)
@@ -262,9 +279,9 @@ def test_default_precision_follows_either_float32_matmul_api(setting, expected):
     """The float32 dot precision follows cuBLAS's setting whether it was made through the legacy
     API or the per-backend one (whose use makes torch.get_float32_matmul_precision raise)."""
     code = ("import torch\n"
-            "from fian_fast.ops.cga import _default_precision\n"
+            "from fian_fast._cga import default_input_precision as p\n"
             f"{setting}\n"
-            "print(_default_precision(torch.float32), _default_precision(torch.bfloat16))\n")
+            "print(p(torch.float32), p(torch.bfloat16))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True)
     assert out.stdout.split() == [expected, "tf32"]
 
@@ -294,3 +311,188 @@ def test_cuda_tensors_on_a_device_that_is_not_current():
                                        torch.ones(2, 20, 64, device="cuda:1"))
     for name, a, r in zip(["output"] + NAMES, [out] + grads, [ref] + ref_grads):
         assert _err(a, r) <= 1e-4 * max(r.abs().max().item(), 1.0), name
+
+
+# ---- the path rule (fian_fast._cga.use_triton) and FIAN_FAST_CGA ---------------------------------
+
+@pytest.mark.parametrize("mode,interpret,device,dtype,head,expected", [
+    ("auto", True, "cuda", torch.bfloat16, 64, True),
+    ("auto", True, "cuda", torch.float32, 256, True),
+    ("auto", True, "cuda", torch.float32, 257, False),      # wider than a tile
+    ("auto", True, "cuda", torch.float64, 64, False),       # not a fused dtype
+    ("auto", True, "cpu", torch.float32, 64, False),        # auto: CPU takes the reference
+    ("triton", True, "cpu", torch.float32, 64, True),       # ... triton: the interpreter
+    ("triton", False, "cpu", torch.float32, 64, False),     # ... unless there is none
+    ("triton", True, "cpu", torch.float64, 64, False),
+    ("triton", True, "cuda", torch.float16, 512, False),
+    ("triton", True, "meta", torch.float32, 64, False),
+    ("reference", True, "cuda", torch.bfloat16, 64, False),
+], ids=lambda v: str(v).replace("torch.", ""))
+def test_use_triton_rule(monkeypatch, mode, interpret, device, dtype, head, expected):
+    monkeypatch.setattr(_cga, "MODE", mode)
+    monkeypatch.setattr(_cga, "_INTERPRET", interpret)
+    monkeypatch.setattr(_cga, "_HAS_TRITON", True)
+    assert _cga.use_triton(device, dtype, head) is expected
+
+
+def test_use_triton_needs_triton_installed(monkeypatch):
+    monkeypatch.setattr(_cga, "_HAS_TRITON", False)
+    for mode in _cga.MODES:
+        monkeypatch.setattr(_cga, "MODE", mode)
+        assert not _cga.use_triton("cuda", torch.float32, 64) and not _cga.use_triton("cpu", torch.float32, 64)
+
+
+def test_cga_takes_the_path_the_rule_picks(monkeypatch):
+    """ops.cga asks use_triton once per call and runs what it says: the fused path (here the
+    interpreter on the CPU) or the reference."""
+    ops_cga = importlib.import_module("fian_fast.ops.cga")  # the module (fian_fast.ops.cga is the function)
+
+    t, ql, kl = _make(2, 5, 7, 32)
+    calls = []
+    monkeypatch.setattr(ops_cga, "_cga_fused", lambda *a: calls.append("fused") or _cga_reference_of(*a))
+    monkeypatch.setattr(ops_cga, "_cga_reference", lambda *a: calls.append("reference") or cga_reference(*a))
+    for mode, expected in (("reference", "reference"), ("auto", "reference"), ("triton", "fused")):
+        monkeypatch.setattr(_cga, "MODE", mode)
+        monkeypatch.setattr(_cga, "_INTERPRET", True)
+        monkeypatch.setattr(_cga, "_HAS_TRITON", True)
+        calls.clear()
+        _call(cga, t, ql, kl, 2)
+        assert calls == [expected], mode
+    calls.clear()
+    _call(cga, [x.double() for x in t], ql, kl, 2)  # float64: the reference whatever the mode
+    assert calls == ["reference"]
+
+
+def _cga_reference_of(query, key_value, ql, kl, weights, num_heads, input_precision):
+    assert input_precision == "ieee"  # torch's default float32 matmul precision
+    return cga_reference(query, key_value, ql, kl, weights, num_heads)
+
+
+def _run_python(code, timeout=600, **env):
+    import os
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FIAN_FAST_CGA", "TRITON_INTERPRET")}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, timeout=timeout, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("value", ["fast", "Triton", ""])
+def test_invalid_fian_fast_cga_raises_naming_variable_value_and_choices(value):
+    proc = _run_python("import fian_fast", FIAN_FAST_CGA=value)
+    assert proc.returncode != 0
+    assert f"FIAN_FAST_CGA should be one of 'auto', 'triton', 'reference', got {value!r}" in proc.stderr
+
+
+@pytest.mark.parametrize("value,interpret,expected", [
+    (None, "1", "auto False"), ("auto", "1", "auto False"), ("triton", "1", "triton True"),
+    ("triton", "0", "triton False"), ("reference", "1", "reference False"),
+])
+def test_fian_fast_cga_read_once_at_import(value, interpret, expected):
+    """The variable (and TRITON_INTERPRET) are read when fian_fast is imported; changing them
+    afterwards changes nothing."""
+    code = ("import os, torch, fian_fast\n"
+            "from fian_fast import _cga\n"
+            "os.environ['FIAN_FAST_CGA'] = 'reference'\n"
+            "os.environ['TRITON_INTERPRET'] = '1'\n"
+            "print(_cga.MODE, _cga.use_triton('cpu', torch.float32, 16))\n")
+    env = {"TRITON_INTERPRET": interpret} | ({} if value is None else {"FIAN_FAST_CGA": value})
+    proc = _run_python(code, timeout=120, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    has_triton = importlib.util.find_spec("triton") is not None
+    assert proc.stdout.split() == (expected.split() if has_triton else [expected.split()[0], "False"])
+
+
+# ---- compiling --------------------------------------------------------------------------------
+
+_FIRST_CALL_COMPILED = r'''
+import math, sys, torch
+from fian_fast.ops import CGAWeights, cga
+from fian_fast.reference.cga import cga as cga_reference
+
+device, backend, separate = sys.argv[1], sys.argv[2], sys.argv[3] == "separate"
+g = torch.Generator().manual_seed(0)
+B, Lq, Lk, d, H = 3, 5, 19, 32, 2
+def rnd(*shape, scale=1.0):
+    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+t = [rnd(B, Lq, d), rnd(B, Lk, d)] + [rnd(d, d, scale=d ** -0.5) for _ in range(6)] + [rnd(d), rnd(d)]
+t += [rnd(d, d, scale=d ** -0.5) for _ in range(2 if separate else 0)]
+ql, kl = torch.tensor([5, 2, 0]), torch.tensor([19, 7, 3])
+grad = rnd(B, Lq, d)
+
+def run(fn, tensors, dev):
+    leaves = [x.detach().to(dev).requires_grad_() for x in tensors]
+    extra = leaves[10:] or [None, None]
+    out = fn(leaves[0], leaves[1], ql.to(dev), kl.to(dev), CGAWeights(*leaves[2:10], *extra), H)
+    out.backward(grad.to(dev, out.dtype))
+    return [out] + [x.grad for x in leaves]
+
+assert "fian_fast.kernels.cga" not in sys.modules
+got = run(torch.compile(cga, fullgraph=True, backend=backend), [x.float() for x in t], device)
+assert "fian_fast.kernels.cga" in sys.modules, "the compiled call did not run the Triton kernels"
+want = run(cga_reference, t, "cpu")
+names = ["output", "query", "key_value", "w_q", "w_k", "w_v", "w_o", "w_gate_q", "w_gate_v", "b_gate", "b_info",
+         "w_info_q", "w_info_v"]
+for name, a, b in zip(names, got, want):
+    err = (a.detach().cpu().double() - b.detach()).abs().max().item()
+    assert err <= 2e-5 * max(b.abs().max().item(), 1.0), (name, err)
+print("ok")
+'''
+
+
+def _compile_first(device, backend, gate):
+    proc = _run_python(_FIRST_CALL_COMPILED.replace("sys.argv[1], sys.argv[2], sys.argv[3]",
+                                                    f"{device!r}, {backend!r}, {gate!r}"),
+                       FIAN_FAST_CGA="triton", OMP_NUM_THREADS="1",
+                       **({} if device == "cuda" else {"TRITON_INTERPRET": "1"}))
+    assert proc.returncode == 0 and proc.stdout.split()[-1:] == ["ok"], proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("gate", ["shared", "separate"])
+def test_compile_first_in_a_fresh_process(gate):
+    """The very first CGA call of a process is inside torch.compile(fullgraph=True) (inductor),
+    forward and backward, on the fused path (FIAN_FAST_CGA=triton, the CPU under the
+    interpreter); it matches the float64 reference. Padded rows, a sample with no query row."""
+    pytest.importorskip("triton")
+    _compile_first("cpu", "inductor", gate)
+
+
+@pytest.mark.cuda
+def test_cuda_compile_first_in_a_fresh_process():
+    _compile_first("cuda", "inductor", "shared")
+
+
+_PRECISION_UNDER_COMPILE = r'''
+import math, torch
+import fian_fast.kernels.cga as kernels
+from fian_fast.ops import CGAWeights, cga
+
+seen = []
+forward = kernels.cga_attention_fwd
+def spy(*args, **kwargs):
+    seen.append(args[6])
+    return forward(*args, **kwargs)
+kernels.cga_attention_fwd = spy
+
+d = 32
+g = torch.Generator().manual_seed(0)
+w = CGAWeights(*[torch.randn(d, d, generator=g) / math.sqrt(d) for _ in range(6)], torch.zeros(d), torch.zeros(d))
+q, kv = torch.randn(2, 5, d, generator=g), torch.randn(2, 7, d, generator=g)
+ql, kl = torch.tensor([5, 3]), torch.tensor([7, 2])
+f = torch.compile(cga, fullgraph=True, backend="aot_eager")
+torch.backends.cuda.matmul.fp32_precision = "tf32"
+f(q, kv, ql, kl, w, 2)
+torch.backends.cuda.matmul.fp32_precision = "ieee"
+f(q, kv, ql, kl, w, 2)
+torch.set_float32_matmul_precision("high")
+f(q, kv, ql, kl, w, 2)
+print(*seen)
+'''
+
+
+def test_compiled_float32_precision_follows_torch_setting():
+    """Under torch.compile(fullgraph=True) the float32 dot precision is read at trace time (no
+    graph break) and follows torch's float32 matmul setting, through either API; changing the
+    setting recompiles."""
+    pytest.importorskip("triton")
+    proc = _run_python(_PRECISION_UNDER_COMPILE, FIAN_FAST_CGA="triton", TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split() == ["tf32", "ieee", "tf32"]

@@ -11,13 +11,11 @@ import sys
 import pytest
 import torch
 
-import fian_fast.ops  # noqa: F401  (registers nothing; the Triton path registers on first use)
 from fian_fast.ops.cga import CGAWeights, cga_triton
 from fian_fast.reference.cga import cga as cga_reference
 from fian_fast.reference.cga import cross_modal_attention, information_gate
 
 kernels = pytest.importorskip("fian_fast.kernels.cga")
-_ops_module = sys.modules["fian_fast.ops.cga"]
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 D, HEADS = 64, 4
@@ -250,9 +248,7 @@ def test_fusions_are_identities():
 def test_registered_ops_gradcheck_float64():
     """torch.autograd.gradcheck of the registered attention and gate ops (float64, tiny; head
     size 3 exercises the padding of the head dimension to 16)."""
-    if DEVICE == "cpu":
-        torch.compiler.disable(_ops_module._register)()
-    else:
+    if DEVICE != "cpu":
         pytest.skip("float64 tl.dot is an interpreter-only check here")
     g = torch.Generator().manual_seed(3)
     q = torch.randn(1, 3, 6, generator=g, dtype=torch.float64, requires_grad=True)
@@ -338,7 +334,9 @@ for (dtype, prec, hd), (lq, lk) in itertools.product(cases, [(20, 200), (200, 20
             rows.append(build(fn, dtype, c))
 for dtype, sep in itertools.product((torch.bfloat16, torch.float32), (False, True)):
     c = dict(SEPARATE=sep, BLOCK_M=K._GATE_BLOCK_M, BLOCK_D=K._GATE_BLOCK_D, FP64=False, num_warps=4)
-    rows += [build(K._cga_gate_fwd_kernel, dtype, c), build(K._cga_gate_bwd_kernel, dtype, c)]
+    unused = {} if sep else {"i_ptr": None}  # the shared gate launches with None for info and dinfo
+    rows += [build(K._cga_gate_fwd_kernel, dtype, {**c, **unused}),
+             build(K._cga_gate_bwd_kernel, dtype, {**c, **unused, **({} if sep else {"di_ptr": None})})]
 print(json.dumps(rows))
 '''
 
@@ -353,6 +351,9 @@ def _nvidia_backend_available():
     return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="offline sm_90 build check for machines without a GPU (CI); with a GPU the CUDA tests "
+                           "compile and run these kernels")
 @pytest.mark.skipif(not _nvidia_backend_available(), reason="triton's NVIDIA backend (ptxas) is not installed")
 def test_kernels_build_for_sm90_within_shared_memory():
     """Every tile configuration the launchers pick at the paper's shapes (and a 128-wide head)
@@ -406,20 +407,28 @@ def test_strided_biases():
         assert torch.count_nonzero(buf.grad[:, 1]) == 0
 
 
-def test_grids_fit_cuda_limits_for_large_batches(monkeypatch):
-    """CUDA caps grid axes y and z at 65535 programs: B * H = 65536 (attention) and B = 65536
-    (gate) must still launch, so the batch goes on axis x. The launches are recorded, not run."""
-    grids = []
+def _record_launches(monkeypatch):
+    """Replaces the five kernels by recorders of (kernel name, grid, args, kwargs): launches are
+    recorded, not run."""
+    launches = []
 
     class Record:
-        def __init__(self, kernel):
-            pass
+        def __init__(self, name):
+            self.name = name
 
         def __getitem__(self, grid):
-            grids.append(grid)
-            return lambda *args, **kwargs: None
+            return lambda *args, **kwargs: launches.append((self.name, grid, args, kwargs))
 
-    monkeypatch.setattr(kernels, "_launch", Record)
+    for name in ("_cga_attn_fwd_kernel", "_cga_attn_bwd_kernel", "_cga_attn_bwd_dq_kernel", "_cga_gate_fwd_kernel",
+                 "_cga_gate_bwd_kernel"):
+        monkeypatch.setattr(kernels, name, Record(name))
+    return launches
+
+
+def test_grids_fit_cuda_limits_for_large_batches(monkeypatch):
+    """CUDA caps grid axes y and z at 65535 programs: B * H = 65536 (attention) and B = 65536
+    (gate) must still launch, so the batch goes on axis x."""
+    launches = _record_launches(monkeypatch)
     B, L = 65536, 1
     x = torch.zeros(B, L, D)
     lengths = torch.ones(B, dtype=torch.int64)
@@ -428,6 +437,38 @@ def test_grids_fit_cuda_limits_for_large_batches(monkeypatch):
     kernels.cga_attention_bwd(x, x, x, x, heads, lse, lengths, lengths, 1, max_fused_keys=0)
     kernels.cga_gate_fwd(x, None, x[0, 0], x[0, 0], lengths)
     kernels.cga_gate_bwd(x, x, None, x[0, 0], x[0, 0], lengths)
-    assert len(grids) == 6
-    for grid in grids:
+    assert len(launches) == 6
+    for _, grid, _, _ in launches:
         assert all(n <= 65535 for n in grid[1:]) and grid[0] < 2 ** 31, grid
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_gate_launches_pass_no_buffer_twice(monkeypatch, separate):
+    """Every pointer a gate kernel writes is its own buffer, overlapping no other argument (an
+    aliased output would be unsafe for a compiler's functionalization); the shared gate passes
+    None for info and dinfo."""
+    launches = _record_launches(monkeypatch)
+    B, Lq = 2, 7
+    x, info, grad = (torch.randn(B, Lq, D) for _ in range(3))
+    b_gate, b_info = torch.randn(D), torch.randn(D)
+    ql = torch.tensor([7, 3])
+    kernels.cga_gate_fwd(x, info if separate else None, b_gate, b_info, ql)
+    kernels.cga_gate_bwd(grad, x, info if separate else None, b_gate, b_info, ql)
+    written = {"_cga_gate_fwd_kernel": {"out_ptr"},
+               "_cga_gate_bwd_kernel": {"dx_ptr", "di_ptr", "dbg_part_ptr", "dbi_part_ptr"}}
+    for name, _, args, _ in launches:
+        names = _KERNEL_ARGS[name]
+        named = dict(zip(names, args))
+        assert (named["i_ptr"] is not None) == separate
+        if name == "_cga_gate_bwd_kernel":
+            assert (named["di_ptr"] is not None) == separate
+        for out in written[name]:
+            t = named[out]
+            if t is None:
+                continue
+            for other, u in named.items():
+                if other != out and isinstance(u, torch.Tensor):
+                    assert t.untyped_storage().data_ptr() != u.untyped_storage().data_ptr(), (name, out, other)
+
+
+_KERNEL_ARGS = {name: getattr(kernels, name).arg_names for name in ("_cga_gate_fwd_kernel", "_cga_gate_bwd_kernel")}

@@ -81,20 +81,32 @@ def test_fast_backend_calls_the_fused_ops(monkeypatch):
     assert calls == []
 
 
-def test_fast_op_lookup_respects_the_device():
+def test_fast_op_lookup_respects_the_device(monkeypatch):
+    """The model always gets ops.cga (it needs no extension); the op runs the reference on the
+    CPU by default (the one rule, fian_fast._cga.use_triton)."""
+    from fian_fast import _cga, ops
     from fian_fast.model._dispatch import fast_op
-    assert fast_op("cga", torch.device("cpu")) is None           # the reference is the CPU path
+    assert fast_op("cga", torch.device("cpu")) is ops.cga
+    monkeypatch.setattr(_cga, "MODE", "auto")
+    assert not _cga.use_triton("cpu", torch.float32, 8)
 
 
 def test_model_with_the_triton_cga_under_the_interpreter(monkeypatch):
-    """The fused Triton CGA (interpreted on the CPU) inside the model matches the reference."""
+    """The fused Triton CGA (FIAN_FAST_CGA=triton: interpreted on the CPU) inside the model
+    matches the reference, forward and every parameter's gradient."""
     pytest.importorskip("triton")
     if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("runs the Triton interpreter on the CPU")
-    ops_cga = pytest.importorskip("fian_fast.ops.cga")
-    import fian_fast.model.cga as cga_module
+    import importlib
 
-    fused = lambda *args, **kw: ops_cga.cga_triton(*args, input_precision="ieee", **kw)   # noqa: E731
+    from fian_fast import _cga
+
+    ops_cga = importlib.import_module("fian_fast.ops.cga")
+    calls = []
+    fused = ops_cga._cga_fused
+    monkeypatch.setattr(ops_cga, "_cga_fused", lambda *a: calls.append(a[-1]) or fused(*a))
+    monkeypatch.setattr(_cga, "MODE", "triton")
+    monkeypatch.setattr(_cga, "_INTERPRET", True)
     cfg = tiny(hidden_size=32, num_heads=2, num_frames=16, max_query_length=4, window_sizes=(4, 8))
     ref = FIAN(cfg).eval()
     fast = FIAN(cfg, backend="fast").eval()
@@ -103,9 +115,10 @@ def test_model_with_the_triton_cga_under_the_interpreter(monkeypatch):
     gt = torch.tensor([[0.1, 0.5], [0.2, 0.9]])
     want = ref(*x)
     ref.loss(want, gt).total.backward()
-    monkeypatch.setattr(cga_module, "fast_op", lambda name, device: fused if name == "cga" else None)
+    assert calls == []
     got = fast(*x)
     fast.loss(got, gt).total.backward()
+    assert calls == ["ieee"] * 4  # torch's default float32 matmul precision, in the 4 CGA blocks
     torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.offsets, want.offsets, atol=1e-4, rtol=1e-4)
     for (name, p), q in zip(ref.named_parameters(), fast.parameters()):

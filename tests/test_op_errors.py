@@ -5,10 +5,13 @@ the kernels dispatch: a dtype that passes a check must run."""
 import pytest
 import torch
 
-import fian_fast  # noqa: F401  (loads the extension)
+import fian_fast  # noqa: F401  (loads the extension, registers the Triton ops)
+from fian_fast import _cga
 from fian_fast._extension import has_ops
+from fian_fast.ops import CGAWeights
+from fian_fast.ops.cga import cga_triton
 
-pytestmark = pytest.mark.skipif(not has_ops(), reason="fian_fast._C is not built")
+needs_ext = pytest.mark.skipif(not has_ops(), reason="fian_fast._C is not built")
 
 ops = torch.ops.fian_fast
 f32, f64, f16, bf16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
@@ -127,6 +130,7 @@ COMPILED_OPS = {"pairwise_iou", "window_score", "window_score_backward", "iou_la
                 "temporal_nms", "decode"}
 
 
+@needs_ext
 @pytest.mark.parametrize("case", list(CASES))
 def test_compiled_op_rejects_bad_arguments(case):
     call, message = CASES[case]
@@ -134,13 +138,17 @@ def test_compiled_op_rejects_bad_arguments(case):
         call()
 
 
+@needs_ext
 def test_every_compiled_op_has_cases():
-    registered = {name for name in dir(ops) if not name.startswith("_") and not name.startswith("cga")}
+    from torch._library.custom_ops import OPDEFS  # the ops defined in Python (torch.library.custom_op)
+
+    registered = {name for name in dir(ops) if not name.startswith("_") and f"fian_fast::{name}" not in OPDEFS}
     registered &= {n for n in registered if isinstance(getattr(ops, n), torch._ops.OpOverloadPacket)}
     assert registered == COMPILED_OPS
     assert {case.split("-")[0] for case in CASES} == COMPILED_OPS
 
 
+@needs_ext
 @pytest.mark.parametrize("dtype", [f16, bf16, f32, f64], ids=str)
 def test_accepted_dtypes_run(dtype):
     """What the checks accept, the kernels dispatch (no "not implemented for" past a check)."""
@@ -154,13 +162,15 @@ def test_accepted_dtypes_run(dtype):
         ops.decode(*decode_args(dtype))
 
 
-# ---- the Triton ops (registered on first use of the Triton path) ---------------------------------
+# ---- the Triton ops (registered at import; checks from fian_fast/_validation.py) ------------------
 
 @pytest.fixture(scope="module")
 def triton_ops():
+    """The ops, where their kernels can run (a GPU, or the CPU under the interpreter): the checks
+    run before any kernel, but a case that passed them by mistake would then launch one."""
     pytest.importorskip("triton")
-    from fian_fast.ops.cga import _register
-    torch.compiler.disable(_register)()
+    if not torch.cuda.is_available() and not _cga.triton_runs_on("cpu"):
+        pytest.skip("needs a GPU or TRITON_INTERPRET=1")
     return ops
 
 
@@ -194,8 +204,14 @@ TRITON_CASES = {
                               "cga_attention: key_lengths should be an integer tensor, got torch.float32"),
     "cga_attention-heads": (lambda o: o.cga_attention(*_attention(heads=3)),
                             "cga_attention: num_heads should be a positive int dividing d = 16, got 3"),
+    "cga_attention-wide-heads": (lambda o: o.cga_attention(*_attention(q=torch.randn(2, 5, 272),
+                                                                       k=torch.randn(2, 7, 272),
+                                                                       v=torch.randn(2, 7, 272), heads=1)),
+                                 r"cga_attention: num_heads should leave heads of at most 256 features, got "
+                                 r"num_heads = 1 for d = 272 \(272 features\)"),
     "cga_attention-precision": (lambda o: o.cga_attention(*_attention(precision="fast")),
-                                "cga_attention: input_precision should be 'ieee', 'tf32' or 'tf32x3', got 'fast'"),
+                                "cga_attention: input_precision should be one of 'ieee', 'tf32', 'tf32x3', "
+                                "got 'fast'"),
     "cga_attention_backward-lse": (
         lambda o: o.cga_attention_backward(torch.randn(2, 5, 16), *_attention()[:3], torch.randn(2, 5, 16),
                                            torch.randn(2, 5, 2), *_attention()[3:]),
@@ -204,6 +220,8 @@ TRITON_CASES = {
         lambda o: o.cga_attention_backward(torch.randn(2, 4, 16), *_attention()[:3], torch.randn(2, 5, 16),
                                            torch.randn(2, 2, 5), *_attention()[3:]),
         r"cga_attention_backward: grad_heads should have the shape of q \(2, 5, 16\), got \(2, 4, 16\)"),
+    "cga_gate-dtype": (lambda o: o.cga_gate(*_gate(x=torch.zeros(2, 5, 16).to(torch.float8_e4m3fn))),
+                       "cga_gate: x should be float32, float16, bfloat16 or float64, got torch.float8_e4m3fn"),
     "cga_gate-bias": (lambda o: o.cga_gate(*_gate(b_gate=torch.randn(15))),
                       r"cga_gate: b_gate should have size 16 at dim 0, got shape \(15,\)"),
     "cga_gate-info": (lambda o: o.cga_gate(*_gate(info=torch.randn(2, 5, 8))),
@@ -230,3 +248,39 @@ def test_every_triton_op_has_cases(triton_ops):
     names = {"cga_attention", "cga_attention_backward", "cga_gate", "cga_gate_backward"}
     assert all(hasattr(triton_ops, n) for n in names)
     assert {case.split("-")[0] for case in TRITON_CASES} == names
+
+
+def test_triton_op_refuses_cpu_tensors_without_the_interpreter(monkeypatch, triton_ops):
+    monkeypatch.setattr(_cga, "_INTERPRET", False)
+    with pytest.raises(ValueError, match=r"cga_gate: x should be on a device Triton runs on \(CUDA, or the CPU with "
+                                         r"TRITON_INTERPRET=1 set before import\), got cpu"):
+        triton_ops.cga_gate(*_gate())
+
+
+def _cga_triton_args(**over):
+    d = over.pop("d", 16)
+    dtype = over.pop("dtype", f32)
+    w = CGAWeights(*[torch.randn(d, d, dtype=dtype) for _ in range(6)], torch.zeros(d, dtype=dtype),
+                   torch.zeros(d, dtype=dtype))
+    args = dict(query=torch.randn(2, 5, d, dtype=dtype), key_value=torch.randn(2, 7, d, dtype=dtype),
+                query_lengths=torch.tensor([5, 3]), key_lengths=torch.tensor([7, 2]), weights=w, num_heads=2)
+    args.update(over)
+    return args
+
+
+CGA_TRITON_CASES = {
+    "float64": (dict(dtype=f64), "cga_triton: query should be float32, float16 or bfloat16, got torch.float64"),
+    "wide-heads": (dict(d=512, num_heads=1),
+                   r"cga_triton: num_heads should leave heads of at most 256 features, got num_heads = 1 for "
+                   r"d = 512 \(512 features\)"),
+    "precision": (dict(input_precision="highest"),
+                  "cga_triton: input_precision should be one of 'ieee', 'tf32', 'tf32x3' or None, got 'highest'"),
+    "heads": (dict(num_heads=3), "cga_triton: num_heads should divide the feature size d = 16, got num_heads = 3"),
+}
+
+
+@pytest.mark.parametrize("case", list(CGA_TRITON_CASES))
+def test_cga_triton_rejects_bad_arguments(case, triton_ops):
+    over, message = CGA_TRITON_CASES[case]
+    with pytest.raises(ValueError, match=message):
+        cga_triton(**_cga_triton_args(**over))

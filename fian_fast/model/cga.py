@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from ..reference.cga import CGAWeights, cross_modal_attention, length_mask
+from .._cga import CGAWeights
+from ..reference.cga import cross_modal_attention, length_mask
 from ..reference.cga import cga as reference_cga
 from ._dispatch import fast_op
 
@@ -49,8 +50,10 @@ class CGA(CMA):
     """CGA(Q, V) of eq. 6: ``σ(W_q^g Q + W_v^g CMA(Q,V) + b^g) ⊙ (W_q^i Q + W_v^i CMA(Q,V) + b^i)``.
 
     ``gate="shared"`` keeps W^i = W^g (the paper's setting); ``"separate"`` learns W_q^i, W_v^i.
-    ``backend="fast"`` calls the fused ``fian_fast.ops.cga`` for CUDA tensors when that op exists;
-    everything else runs :func:`fian_fast.reference.cga.cga`. Both take the same weights.
+    ``backend="fast"`` calls ``fian_fast.ops.cga``, which runs its fused Triton path where
+    :func:`fian_fast._cga.use_triton` says (CUDA by default; ``FIAN_FAST_CGA`` overrides) and the
+    reference elsewhere; ``backend="reference"`` always runs :func:`fian_fast.reference.cga.cga`.
+    Both take the same weights.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, gate: str = "shared", backend: str = "reference") -> None:
@@ -75,7 +78,7 @@ class CGA(CMA):
 
     @property
     def weights(self) -> CGAWeights:
-        """The block's parameters as the :class:`~fian_fast.reference.cga.CGAWeights` of the op."""
+        """The block's parameters as the :class:`~fian_fast._cga.CGAWeights` of the op."""
         return CGAWeights(self.w_q, self.w_k, self.w_v, self.w_o, self.w_gate_q, self.w_gate_v, self.b_gate,
                           self.b_info, self.w_info_q, self.w_info_v)
 

@@ -1,9 +1,11 @@
 """``fian_fast.ops.cga``: cross-modal guided attention (paper section 3.3.1, eq. 4-6).
 
-Same signature and function as :func:`fian_fast.reference.cga.cga`. On CUDA (float32, float16,
-bfloat16, heads of at most 256 features) it runs the fused Triton path :func:`cga_triton`; on the
-CPU, for float64 anywhere and for wider heads, it runs the reference. :func:`cga_triton` runs the
-Triton path on any device (on the CPU under ``TRITON_INTERPRET=1``, which the tests use).
+Same signature and function as :func:`fian_fast.reference.cga.cga`. :func:`cga` runs the fused
+Triton path where :func:`fian_fast._cga.use_triton` says — by default CUDA tensors of float32,
+float16 or bfloat16 with heads of at most 256 features — and the reference everywhere else; the
+environment variable ``FIAN_FAST_CGA`` (``auto`` | ``triton`` | ``reference``, read once at
+import, see :mod:`fian_fast._cga`) overrides that rule. :func:`cga_triton` runs the Triton path
+on any device Triton runs on (on the CPU under ``TRITON_INTERPRET=1``, which the tests use).
 
 Exact algebraic fusions of the Triton path (each is an identity, not an approximation):
 
@@ -14,63 +16,97 @@ Exact algebraic fusions of the Triton path (each is an identity, not an approxim
    and the addition done by the GEMM's accumulate (``addmm``); CMA itself is never materialized.
 3. The attention core (online softmax, lengths as ints, eq. 4) and the gate
    ``sigmoid(x + b^g) * (x + b^i)`` (or ``sigmoid(g + b^g) * (i + b^i)``, eq. 6) are Triton
-   kernels registered as ``torch.library.triton_op``s with autograd
-   (``fian_fast::cga_attention``, ``fian_fast::cga_gate``), so torch.compile sees through them.
+   kernels behind four ``torch.library`` ops with fake kernels and autograd
+   (``fian_fast::cga_attention``, ``fian_fast::cga_gate`` and their backwards).
+
+Registration: the four ops are ``torch.library.custom_op``s defined when this module is imported
+(``import fian_fast`` imports it); their implementations import the kernels (and Triton) at call
+time. ``torch.library.triton_op`` was weighed against this: it lets inductor see the kernels
+and call them from its generated code, but registering one imports Triton (it scans the function
+for kernels), so it could only be registered lazily, on first use — and a first use inside
+``torch.compile(fullgraph=True)`` cannot register anything (``train --compile`` failed at step 1
+in a fresh process). Custom ops are opaque to inductor, which calls them as fallback kernels:
+the cost is one dispatcher round trip per op call (none under CUDA graphs), the kernels
+themselves being the same. In exchange they register without Triton, compile first in a fresh
+process, run under the interpreter with any torch (``wrap_triton`` is not needed), and pass
+``torch.library.opcheck`` on the CPU.
 
 Rows ``>= query_lengths[b]`` of the output are zero; a sample with ``key_lengths[b] == 0`` gets
 CMA = 0 (the gate still sees its query), never NaN.
 
-Float32 dots follow torch's own float32 matmul setting (``torch.backends.cuda.matmul.fp32_precision``
-when set, else :func:`torch.get_float32_matmul_precision`): ``"ieee"``/``"highest"`` (the default)
-runs them in IEEE float32, otherwise as TF32, so the Triton dots and the cuBLAS projections of one
-call share a precision.
+Float32 dots follow torch's own float32 matmul setting
+(:func:`fian_fast._cga.default_input_precision`): IEEE float32 by default, TF32 when torch runs
+float32 matmuls as TF32, so the Triton dots and the cuBLAS projections of one call share a
+precision. Under ``torch.compile`` the setting is read at trace time (changing it recompiles).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .._validation import check_cga_args, check_cga_attention_args, check_cga_gate_args, check_like, check_tensor
-from ..reference.cga import CGAWeights
+from .._cga import CGAWeights, default_input_precision, use_triton
+from .._validation import (check_cga_args, check_cga_attention_args, check_cga_gate_args, check_cga_triton_args,
+                           check_like, check_tensor, check_triton_device)
 from ..reference.cga import cga as _cga_reference
 
 __all__ = ["cga", "cga_triton", "CGAWeights"]
 
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_MAX_HEAD_DIM = 256  # kernels/cga.py MAX_HEAD_DIM (not imported here: that module imports triton)
-
 
 def _kernels():
-    from ..kernels import cga as kernels  # imports triton: only on the Triton path
+    from ..kernels import cga as kernels  # imports triton: only when a Triton op runs
 
     return kernels
 
 
-# ---- torch.library registration ------------------------------------------------------------
-# torch.library.triton_op imports triton, so the ops are registered on first use of the Triton
-# path, not at import time (``import fian_fast`` never imports triton).
+# ---- torch.library ops ------------------------------------------------------------------------
 
-def _cga_attention(q: Tensor, k: Tensor, v: Tensor, query_lengths: Tensor, key_lengths: Tensor,
-                   num_heads: int, input_precision: str) -> Tuple[Tensor, Tensor]:
+@torch.library.custom_op("fian_fast::cga_attention", mutates_args=(),
+                         schema="(Tensor q, Tensor k, Tensor v, Tensor query_lengths, Tensor key_lengths, "
+                                "int num_heads, str input_precision) -> (Tensor, Tensor)")
+def _cga_attention(q, k, v, query_lengths, key_lengths, num_heads, input_precision):
     """fian_fast::cga_attention — heads [B, Lq, d] and base-2 LSE [B, H, Lq] float32 (eq. 4)."""
     check_cga_attention_args("cga_attention", q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+    check_triton_device("cga_attention", "q", q)
     return _kernels().cga_attention_fwd(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
 
 
-def _cga_attention_backward(grad_heads: Tensor, q: Tensor, k: Tensor, v: Tensor, heads: Tensor, lse: Tensor,
-                            query_lengths: Tensor, key_lengths: Tensor, num_heads: int,
-                            input_precision: str) -> Tuple[Tensor, Tensor, Tensor]:
-    """fian_fast::cga_attention_backward — (dq, dk, dv), deterministic."""
-    fn = "cga_attention_backward"
+@_cga_attention.register_fake
+def _(q, k, v, query_lengths, key_lengths, num_heads, input_precision):
+    check_cga_attention_args("cga_attention", q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+    B, Lq, d = q.shape
+    return q.new_empty((B, Lq, d)), q.new_empty((B, num_heads, Lq), dtype=torch.float32)
+
+
+def _check_attention_backward(fn, grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads,
+                              input_precision):
     check_cga_attention_args(fn, q, k, v, query_lengths, key_lengths, num_heads, input_precision)
     check_like(fn, "q", q, grad_heads=grad_heads, heads=heads)
     check_tensor(fn, "lse", lse, dim=3, shape=(q.shape[0], num_heads, q.shape[1]))
     if lse.dtype != torch.float32 or lse.device != q.device:
         raise ValueError(f"{fn}: lse should be float32 on {q.device}, got {lse.dtype} on {lse.device}")
+
+
+@torch.library.custom_op("fian_fast::cga_attention_backward", mutates_args=(),
+                         schema="(Tensor grad_heads, Tensor q, Tensor k, Tensor v, Tensor heads, Tensor lse, "
+                                "Tensor query_lengths, Tensor key_lengths, int num_heads, str input_precision) "
+                                "-> (Tensor, Tensor, Tensor)")
+def _cga_attention_backward(grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads, input_precision):
+    """fian_fast::cga_attention_backward — (dq, dk, dv), contiguous, deterministic."""
+    fn = "cga_attention_backward"
+    _check_attention_backward(fn, grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads,
+                              input_precision)
+    check_triton_device(fn, "q", q)
     return _kernels().cga_attention_bwd(grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads,
                                         input_precision)
+
+
+@_cga_attention_backward.register_fake
+def _(grad_heads, q, k, v, heads, lse, query_lengths, key_lengths, num_heads, input_precision):
+    _check_attention_backward("cga_attention_backward", grad_heads, q, k, v, heads, lse, query_lengths, key_lengths,
+                              num_heads, input_precision)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _attention_setup(ctx, inputs, output):
@@ -88,20 +124,47 @@ def _attention_backward(ctx, grad_heads, grad_lse):
     return dq, dk, dv, None, None, None, None
 
 
-def _cga_gate(x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor, query_lengths: Tensor) -> Tensor:
+_cga_attention.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+@torch.library.custom_op("fian_fast::cga_gate", mutates_args=(),
+                         schema="(Tensor x, Tensor? info, Tensor b_gate, Tensor b_info, Tensor query_lengths) "
+                                "-> Tensor")
+def _cga_gate(x, info, b_gate, b_info, query_lengths):
     """fian_fast::cga_gate — sigmoid(x + b_g) * (info or x + b_i), zero padded rows (eq. 6)."""
     check_cga_gate_args("cga_gate", x, info, b_gate, b_info, query_lengths)
+    check_triton_device("cga_gate", "x", x)
     return _kernels().cga_gate_fwd(x, info, b_gate, b_info, query_lengths)
 
 
-def _cga_gate_backward(grad_out: Tensor, x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor,
-                       query_lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+@_cga_gate.register_fake
+def _(x, info, b_gate, b_info, query_lengths):
+    check_cga_gate_args("cga_gate", x, info, b_gate, b_info, query_lengths)
+    return x.new_empty(x.shape)
+
+
+def _check_gate_backward(fn, grad_out, x, info, b_gate, b_info, query_lengths):
+    check_cga_gate_args(fn, x, info, b_gate, b_info, query_lengths)
+    check_like(fn, "x", x, grad_out=grad_out)
+
+
+@torch.library.custom_op("fian_fast::cga_gate_backward", mutates_args=(),
+                         schema="(Tensor grad_out, Tensor x, Tensor? info, Tensor b_gate, Tensor b_info, "
+                                "Tensor query_lengths) -> (Tensor, Tensor, Tensor, Tensor)")
+def _cga_gate_backward(grad_out, x, info, b_gate, b_info, query_lengths):
     """fian_fast::cga_gate_backward — (dx, dinfo, db_gate, db_info); dinfo is empty [0] for the
     shared gate (a schema output cannot be None)."""
-    check_cga_gate_args("cga_gate_backward", x, info, b_gate, b_info, query_lengths)
-    check_like("cga_gate_backward", "x", x, grad_out=grad_out)
+    _check_gate_backward("cga_gate_backward", grad_out, x, info, b_gate, b_info, query_lengths)
+    check_triton_device("cga_gate_backward", "x", x)
     dx, di, dbg, dbi = _kernels().cga_gate_bwd(grad_out, x, info, b_gate, b_info, query_lengths)
     return dx, (di if di is not None else x.new_empty((0,))), dbg, dbi
+
+
+@_cga_gate_backward.register_fake
+def _(grad_out, x, info, b_gate, b_info, query_lengths):
+    _check_gate_backward("cga_gate_backward", grad_out, x, info, b_gate, b_info, query_lengths)
+    return (x.new_empty(x.shape), x.new_empty(x.shape if info is not None else (0,)), b_gate.new_empty(b_gate.shape),
+            b_info.new_empty(b_info.shape))
 
 
 def _gate_setup(ctx, inputs, output):
@@ -117,40 +180,13 @@ def _gate_backward(ctx, grad_out):
     return dx, (di if ctx.separate else None), dbg, dbi, None
 
 
-_REGISTERED = False
-
-
-def _register() -> None:
-    """Register the four triton_ops and their autograd (idempotent). Called through
-    ``torch.compiler.disable`` (applied here, not at import: it imports dynamo, which imports
-    triton) so that a first call inside a compiled region runs it eagerly."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    for name, impl in (("cga_attention", _cga_attention), ("cga_attention_backward", _cga_attention_backward),
-                       ("cga_gate", _cga_gate), ("cga_gate_backward", _cga_gate_backward)):
-        torch.library.triton_op(f"fian_fast::{name}", impl, mutates_args=())
-    torch.library.register_autograd("fian_fast::cga_attention", _attention_backward, setup_context=_attention_setup)
-    torch.library.register_autograd("fian_fast::cga_gate", _gate_backward, setup_context=_gate_setup)
-    _REGISTERED = True
+_cga_gate.register_autograd(_gate_backward, setup_context=_gate_setup)
 
 
 # ---- entry points ---------------------------------------------------------------------------
 
-def _default_precision(dtype: torch.dtype) -> str:
-    if dtype != torch.float32:
-        return "tf32"  # unused for half types
-    # the per-backend setting (torch >= 2.9) first: once it has been written, the legacy getter raises
-    cublas = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
-    if cublas != "none":
-        return "ieee" if cublas == "ieee" else "tf32"
-    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
-
-
 def _cga_fused(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w: CGAWeights,
                num_heads: int, input_precision: str) -> Tensor:
-    if not _REGISTERED:
-        torch.compiler.disable(_register)()
     B, Lq, d = query.shape
     Lk = key_value.shape[1]
     separate = w.w_info_q is not None
@@ -173,29 +209,25 @@ def _cga_fused(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
 
 def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
                num_heads: int, *, input_precision: Optional[str] = None, validate: bool = True) -> Tensor:
-    """The fused Triton path of :func:`cga` on any device (CPU tensors need ``TRITON_INTERPRET=1``
-    set before the first call). Arguments as :func:`cga`; float32, float16 or bfloat16.
+    """The fused Triton path of :func:`cga` on any device Triton runs on (CPU tensors need
+    ``TRITON_INTERPRET=1`` set before ``import fian_fast``), whatever ``FIAN_FAST_CGA`` says.
+    Arguments as :func:`cga`; float32, float16 or bfloat16; heads of at most 256 features.
 
     ``input_precision`` (``"ieee"``, ``"tf32"``, ``"tf32x3"``) sets how float32 ``tl.dot``s run;
-    None follows :func:`torch.get_float32_matmul_precision` (``"highest"`` -> ``"ieee"``).
+    None follows torch's float32 matmul setting (:func:`fian_fast._cga.default_input_precision`).
     """
     fn = "cga_triton"
     check_cga_args(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
-    if query.dtype not in _TRITON_DTYPES:
-        raise ValueError(f"{fn}: query should be float32, float16 or bfloat16, got {query.dtype}")
-    if query.shape[2] // num_heads > _MAX_HEAD_DIM:
-        raise ValueError(f"{fn}: num_heads should leave heads of at most {_MAX_HEAD_DIM} features, got "
-                         f"num_heads = {num_heads} for d = {query.shape[2]}")
+    check_cga_triton_args(fn, query, num_heads, input_precision)
     if input_precision is None:
-        input_precision = _default_precision(query.dtype)
-    if input_precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"{fn}: input_precision should be 'ieee', 'tf32', 'tf32x3' or None, got {input_precision!r}")
+        input_precision = default_input_precision(query.dtype)
     return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads, input_precision)
 
 
 def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
         num_heads: int, *, validate: bool = True) -> Tensor:
-    """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5), fused on CUDA.
+    """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5), fused where
+    :func:`fian_fast._cga.use_triton` says (CUDA by default), the reference elsewhere.
 
     Args:
         query: Tensor[B, Lq, d] float — the modality that asks (Q).
@@ -223,7 +255,7 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
         with torch.autocast("cuda", enabled=False):
             return cga(cast(query), cast(key_value), query_lengths, key_lengths, weights, num_heads, validate=validate)
     check_cga_args(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
-    if on_cuda and query.dtype in _TRITON_DTYPES and query.shape[2] // num_heads <= _MAX_HEAD_DIM:
+    if use_triton(query.device.type, query.dtype, query.shape[2] // num_heads):
         return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads,
-                          _default_precision(query.dtype))
+                          default_input_precision(query.dtype))
     return _cga_reference(query, key_value, query_lengths, key_lengths, weights, num_heads)

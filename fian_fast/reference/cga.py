@@ -3,39 +3,19 @@
 Weights follow the ``nn.Linear`` convention: a projection ``W`` of shape [out, in] maps ``x`` to
 ``x @ W.T``. Lengths replace dense masks: query rows ``>= query_lengths[b]`` are padding (their
 outputs are zero) and keys ``>= key_lengths[b]`` are never attended. A row with no key to attend
-(key length 0) gets a zero attention output, never NaN.
+(key length 0) gets a zero attention output, never NaN. :class:`CGAWeights` (defined in
+:mod:`fian_fast._cga`, with the rest of CGA's facts) is re-exported here.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
+from .._cga import CGAWeights
+
 __all__ = ["CGAWeights", "length_mask", "cross_modal_attention", "information_gate", "cga"]
-
-
-class CGAWeights(NamedTuple):
-    """The weights of one CGA block (eq. 4-6), ``nn.Linear`` convention (``y = x @ W.T``).
-
-    w_q, w_k, w_v: Tensor[d, d] — the heads' W_i^Q, W_i^K, W_i^V stacked on the output axis
-        (head i owns rows ``i*d/n:(i+1)*d/n``);
-    w_o: Tensor[d, d] — W^O of eq. 5;
-    w_gate_q, w_gate_v: Tensor[d, d] — W_q^g, W_v^g of eq. 6;
-    b_gate, b_info: Tensor[d] — b^g, b^i;
-    w_info_q, w_info_v: Tensor[d, d] — W_q^i, W_v^i, or both None for the paper's shared
-        W^i = W^g.
-    """
-    w_q: torch.Tensor
-    w_k: torch.Tensor
-    w_v: torch.Tensor
-    w_o: torch.Tensor
-    w_gate_q: torch.Tensor
-    w_gate_v: torch.Tensor
-    b_gate: torch.Tensor
-    b_info: torch.Tensor
-    w_info_q: Optional[torch.Tensor] = None
-    w_info_v: Optional[torch.Tensor] = None
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
