@@ -1,5 +1,7 @@
 """FIAN with backend="fast": dispatch to fian_fast.ops and agreement with the reference."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -123,6 +125,47 @@ def test_model_with_the_triton_cga_under_the_interpreter(monkeypatch):
     torch.testing.assert_close(got.offsets, want.offsets, atol=1e-4, rtol=1e-4)
     for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+_COMPILED_STEP_FIRST = r'''
+import sys, torch
+from fian_fast import FIAN, FIANConfig
+
+cfg = FIANConfig.preset("synthetic", video_dim=16, word_dim=12, num_frames=8, max_query_length=4, hidden_size=32,
+                        num_heads=2, ffn_size=64, dropout=0.0, window_sizes=(2, 4), stride_ratio=0.5)
+torch.manual_seed(0)
+ref, fast = FIAN(cfg), FIAN(cfg, backend="fast")
+fast.load_state_dict(ref.state_dict())
+x = (torch.randn(2, 8, 16), torch.tensor([8, 5]), torch.randn(2, 4, 12), torch.tensor([4, 2]))
+gt = torch.tensor([[0.1, 0.5], [0.2, 0.9]])
+
+def step(model):
+    return model.loss(model(*x), gt, validate=False).total
+
+got = torch.compile(step, fullgraph=True)(fast)
+got.backward()
+assert "fian_fast.kernels.cga" in sys.modules, "the compiled step did not run the Triton CGA"
+want = step(ref)
+want.backward()
+torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+for (name, p), q in zip(ref.named_parameters(), fast.parameters()):
+    torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+print("ok")
+'''
+
+
+@pytest.mark.slow
+def test_compiled_step_first_in_a_fresh_process():
+    """``train --compile``'s first step: forward + loss compiled whole (fullgraph, inductor) in a
+    fresh process, its CGA blocks on the Triton path (FIAN_FAST_CGA=triton, interpreted on the
+    CPU), is the first CGA call of the process; loss and every gradient match the reference
+    model. About a minute on one CPU thread (the GRUs unroll)."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k not in ("FIAN_FAST_CGA", "TRITON_INTERPRET")}
+    env.update(FIAN_FAST_CGA="triton", TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _COMPILED_STEP_FIRST], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and proc.stdout.split()[-1:] == ["ok"], proc.stderr[-4000:]
 
 
 # ------------------------------------------------------------------------------------------ CUDA
