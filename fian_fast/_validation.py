@@ -378,9 +378,9 @@ def check_cga_triton_args(fn: str, query, num_heads, input_precision) -> None:
     :data:`~fian_fast._cga.INPUT_PRECISIONS` or None."""
     if query.dtype not in FUSED_DTYPES:
         raise ValueError(f"{fn}: query should be {_dtype_list(FUSED_DTYPES)}, got {query.dtype}")
-    check_triton_device(fn, "query", query)
     _check_heads(fn, query.shape[2], num_heads)
     _check_precision(fn, input_precision, allow_none=True)
+    check_triton_device(fn, "query", query)
 
 
 def check_cga_args(fn: str, query, key_value, query_lengths, key_lengths, weights, num_heads, validate: bool) -> None:

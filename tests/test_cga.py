@@ -116,16 +116,6 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
 
 # ---- the registered ops ------------------------------------------------------------------------
 
-def _triton_device():
-    """Where the Triton ops can run here: CUDA, else the CPU under the interpreter."""
-    pytest.importorskip("triton")
-    if torch.cuda.is_available():
-        return "cuda"
-    if not _cga.triton_runs_on("cpu"):
-        pytest.skip("needs a GPU or TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU)")
-    return "cpu"
-
-
 def _op_cases(device):
     g = torch.Generator().manual_seed(0)
 
@@ -155,10 +145,20 @@ OP_NAMES = ["cga_attention", "cga_attention_backward", "cga_gate-separate", "cga
 
 
 @pytest.mark.parametrize("name", OP_NAMES)
-def test_opcheck(name):
+def test_opcheck_cpu_interpreter(name):
     """torch.library.opcheck of every op, all of its parts (schema, autograd registration, fake
-    tensor, AOT dispatch), on a GPU or on the CPU under the Triton interpreter."""
-    op, args = _op_cases(_triton_device())[name]
+    tensor, AOT dispatch), on the CPU under the Triton interpreter (test_cuda_opcheck on a GPU)."""
+    pytest.importorskip("triton")
+    if not _cga.triton_runs_on("cpu"):
+        pytest.skip("needs TRITON_INTERPRET=1 (tests/conftest.py sets it without a GPU)")
+    op, args = _op_cases("cpu")[name]
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_cuda_opcheck(name):
+    op, args = _op_cases("cuda")[name]
     torch.library.opcheck(op, args)
 
 

@@ -255,6 +255,8 @@ def test_triton_op_refuses_cpu_tensors_without_the_interpreter(monkeypatch, trit
     with pytest.raises(ValueError, match=r"cga_gate: x should be on a device Triton runs on \(CUDA, or the CPU with "
                                          r"TRITON_INTERPRET=1 set before import\), got cpu"):
         triton_ops.cga_gate(*_gate())
+    with pytest.raises(ValueError, match="cga_triton: query should be on a device Triton runs on"):
+        cga_triton(**_cga_triton_args())
 
 
 def _cga_triton_args(**over):
