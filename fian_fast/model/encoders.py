@@ -6,11 +6,10 @@ video self-attention never attends to it, and padded output rows are exactly zer
 from __future__ import annotations
 
 import math
-from typing import List
-
 import torch
 from torch import nn
 
+from ..ops.bigru import BiGRUWeights, bigru, flatten_bigru_weights, reverse_within_lengths
 from ..reference.cga import length_mask
 
 __all__ = ["BiGRU", "QueryEncoder", "VideoEncoder", "zero_padding", "reverse_within_lengths"]
@@ -30,41 +29,41 @@ class _GRUParameters(nn.Module):
     """The parameters of a one-layer bidirectional ``nn.GRU`` under its names (``weight_ih_l0``,
     ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` and their ``_reverse`` twins) and with its
     initialization, so state dicts load either way; the module is not an ``nn.GRU``, which
-    ``torch.compile`` refuses to trace."""
+    ``torch.compile`` refuses to trace. On CUDA each direction's four are views into one flat
+    buffer in cuDNN's layout (:func:`~fian_fast.ops.bigru.flatten_bigru_weights`), made again
+    whenever the parameters move (``.to()``, ``.cuda()``, ``.double()``), as ``nn.GRU`` does."""
+
+    NAMES = tuple(name + suffix for suffix in ("", "_reverse")
+                  for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         bound = 1.0 / math.sqrt(hidden_size)
-        for suffix in ("", "_reverse"):
-            for name, shape in (("weight_ih_l0", (3 * hidden_size, input_size)),
-                                ("weight_hh_l0", (3 * hidden_size, hidden_size)),
-                                ("bias_ih_l0", (3 * hidden_size,)), ("bias_hh_l0", (3 * hidden_size,))):
-                self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+        shapes = {"weight_ih_l0": (3 * hidden_size, input_size), "weight_hh_l0": (3 * hidden_size, hidden_size),
+                  "bias_ih_l0": (3 * hidden_size,), "bias_hh_l0": (3 * hidden_size,)}
+        for name in self.NAMES:
+            shape = shapes[name.replace("_reverse", "")]
+            self.register_parameter(name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
 
-    def direction(self, reverse: bool) -> List[torch.Tensor]:
-        suffix = "_reverse" if reverse else ""
-        return [getattr(self, name + suffix) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+    def weights(self) -> BiGRUWeights:
+        return BiGRUWeights(*(getattr(self, name) for name in self.NAMES))
 
+    def flatten_parameters(self) -> bool:
+        """cuDNN's flat layout on CUDA (elsewhere a no-op returning False)."""
+        return flatten_bigru_weights(self.weights(), self.input_size)
 
-def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``x`` [B, L, C] with each sample's first ``lengths[b]`` rows reversed and its padding rows
-    left in place (an involution: applying it twice gives ``x`` back)."""
-    L = x.shape[1]
-    t = torch.arange(L, device=x.device)[None, :]
-    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)         # [B, L]
-    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[2]))
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
 
 class BiGRU(nn.Module):
-    """Bidirectional GRU over padded sequences (eq. 1-3): ``h_i = [h_i^f; h_i^b]``.
-
-    No packing: the forward direction runs over the padded sequence (its output at a valid step
-    depends only on the steps before it); the backward direction runs forward over each sample
-    reversed within its own length (:func:`reverse_within_lengths`), and its output is reversed
-    back. At every valid position the result equals a packed ``nn.GRU``'s, and the lengths never
-    leave the device, so the step can be compiled whole or captured in a CUDA graph. Rows
-    ``>= lengths[b]`` are exactly zero.
+    """Bidirectional GRU over padded sequences (eq. 1-3): ``h_i = [h_i^f; h_i^b]``, through the
+    opaque op :func:`fian_fast.ops.bigru` (no packing, lengths never leave the device, one node of
+    a compiled graph, cuDNN on CUDA). At every valid position the result equals a packed
+    ``nn.GRU``'s; rows ``>= lengths[b]`` are exactly zero.
 
     ``hidden_size`` is the width of the concatenated output (``hidden_size // 2`` per direction,
     see :mod:`fian_fast.config`). The parameters carry ``nn.GRU``'s names under ``.gru``.
@@ -74,17 +73,10 @@ class BiGRU(nn.Module):
         super().__init__()
         self.gru = _GRUParameters(input_size, hidden_size // 2)
 
-    def _direction(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
-        h0 = x.new_zeros((1, x.shape[0], self.gru.hidden_size))
-        out, _ = torch._VF.gru(x, h0, self.gru.direction(reverse), True, 1, 0.0, self.training, False, True)
-        return out
-
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, input_size]; lengths: int [B] in [1, L], on the device of ``x`` (never read on
+        """x: [B, L, input_size]; lengths: int [B] in [0, L], on the device of ``x`` (never read on
         the host). Returns [B, L, hidden_size], zero at rows ``>= lengths[b]``."""
-        forward = self._direction(x, reverse=False)
-        backward = reverse_within_lengths(self._direction(reverse_within_lengths(x, lengths), reverse=True), lengths)
-        return zero_padding(torch.cat([forward, backward], dim=-1), lengths)
+        return bigru(x, lengths, self.gru.weights(), validate=False)
 
 
 class QueryEncoder(nn.Module):

@@ -7,5 +7,6 @@ from .window_score import window_score
 from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
+from .bigru import BiGRUWeights, bigru
 
-__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "CGAWeights", "cross_modal_attention", "information_gate"]
+__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "CGAWeights", "cross_modal_attention", "information_gate", "bigru", "BiGRUWeights"]
