@@ -38,16 +38,22 @@ import torch
 from .data.dataset import Batch
 from .model.loss import FIANLoss
 
-__all__ = ["MODES", "TrainStep", "make_optimizer", "pad_batch"]
+__all__ = ["MODES", "TrainStep", "check_mode", "make_optimizer", "pad_batch"]
 
 MODES = ("eager", "compile", "cuda-graphs")
+
+
+def check_mode(fn: str, mode) -> str:
+    """``mode`` is one of :data:`MODES` (the one rule for the step mode; ValueError naming it)."""
+    if mode not in MODES:
+        raise ValueError(f"{fn}: mode should be one of {MODES}, got {mode!r}")
+    return mode
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, mode: str = "eager") -> torch.optim.Adam:
     """Adam over ``model``'s parameters, fused (one kernel set per step, step counters on the
     parameters' device: no host read); capturable for ``cuda-graphs``."""
-    if mode not in MODES:
-        raise ValueError(f"make_optimizer: mode should be one of {MODES}, got {mode!r}")
+    check_mode("make_optimizer", mode)
     params = [p for p in model.parameters() if p.requires_grad]
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None,
@@ -103,8 +109,7 @@ class TrainStep:
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, grad_clip: float = 0.0, amp: bool = False,
                  mode: str = "eager", module: Optional[torch.nn.Module] = None, warmup: int = 3) -> None:
-        if mode not in MODES:
-            raise ValueError(f"TrainStep: mode should be one of {MODES}, got {mode!r}")
+        check_mode("TrainStep", mode)
         self.model, self.optimizer, self.mode = model, optimizer, mode
         self.module = module if module is not None else model
         self.grad_clip, self.amp = float(grad_clip), bool(amp)
