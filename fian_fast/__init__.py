@@ -2,8 +2,10 @@
 
 Public API::
 
-    from fian_fast import FIAN, FIANConfig
+    from fian_fast import FIAN, FIANConfig, Predictor
     model = FIAN(FIANConfig.preset("tacos"))
+    predictor = Predictor.from_checkpoint("runs/syn/best.pt")     # a trained model, loaded once
+    predictor.predict(["the person opens the door"], features, duration=31.5)  # [[(start, end, score), ...]]
 
 Importing the package never imports Triton and never fails because the compiled extension is
 missing; :func:`has_ops` says whether it is there.
@@ -17,5 +19,6 @@ __version__ = "0.1.0"
 __all__ = ["FIANConfig", "ops", "reference", "has_ops", "has_cuda_ops", "extension_error", "__version__"]
 
 from .model import FIAN, FIANLoss, FIANOutput, Prediction  # noqa: E402
+from .predict import Predictor  # noqa: E402
 
-__all__ += ["FIAN", "FIANOutput", "FIANLoss", "Prediction"]
+__all__ += ["FIAN", "FIANOutput", "FIANLoss", "Prediction", "Predictor"]

@@ -124,13 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: 0.5, mmn on tacos 0.4")
     e.add_argument("--backend", choices=("reference", "fast"))
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--predictions", metavar="FILE.jsonl",
+                   help="also write every query's ranked windows (QVHighlights / Moment-DETR submission format, "
+                        "with the ground truth)")
 
-    pr = sub.add_parser("predict", help="ground one query in one video")
+    pr = sub.add_parser("predict", help="ground one query in one video, or a file of queries")
     pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--features", required=True, help="the video's features, .npy [T, D]")
-    pr.add_argument("--duration", type=float, required=True, help="video duration in seconds")
-    pr.add_argument("--query", required=True)
+    pr.add_argument("--features", required=True,
+                    help="with --query: the video's features, .npy [T, D]; with --queries: an HDF5 file or a "
+                         "folder of per-video .npy files")
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--query", help="one sentence")
+    which.add_argument("--queries", metavar="FILE.jsonl",
+                       help='one {"query", "vid", "duration"} object a line (qid and relevant_windows optional)')
+    pr.add_argument("--duration", type=float, help="video duration in seconds (with --query)")
+    pr.add_argument("--feature-key", help="dataset name inside per-video HDF5 groups (with --queries)")
     pr.add_argument("--top-n", type=int, default=5)
+    pr.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default 64)")
+    pr.add_argument("--predictions", metavar="FILE.jsonl",
+                    help="with --queries: write the predictions here (default: print them, one JSON line a query)")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--json", action="store_true")
 
@@ -257,18 +269,23 @@ def cmd_train(args) -> int:
 
 
 def _evaluate(checkpoint: str, args, protocols) -> dict:
-    from .data.windows import evaluate_windows
+    from .evaluate import rank_queries, score_protocols
     from .train import load_model
 
     model, cfg, vocab, state = load_model(checkpoint, args.device, getattr(args, "backend", None))
     _set_threads(args.threads, args.device, cfg.name == "synthetic")
     args.dataset = args.dataset or state.get("dataset", "synthetic")
-    args.windows = args.windows or state.get("windows")
+    args.windows = args.windows or state.get("windows") or "first"
     sizes = tuple(state.get("synthetic_sizes", args.synthetic_size))
     ds = _load(args, _split(args), cfg, vocab, synthetic_sizes=sizes, quiet=getattr(args, "json", False))
-    loader = _loader(ds, args.batch_size or 64, args.workers)
-    return evaluate_windows(model, ds, loader, protocols, _thresholds(args.dataset), args.device,
-                            nms_threshold=getattr(args, "nms_threshold", None), dataset_name=args.dataset)
+    rankings = rank_queries(model, _loader(ds, args.batch_size or 64, args.workers), args.device)
+    results = score_protocols(rankings, protocols, _thresholds(args.dataset), getattr(args, "nms_threshold", None),
+                              args.dataset, args.windows)
+    if getattr(args, "predictions", None):
+        from .predictions import ranking_rows, write_jsonl
+        n = write_jsonl(args.predictions, ranking_rows(rankings, ds.records))
+        print(f"wrote {n} predictions to {args.predictions}", file=sys.stderr)
+    return results
 
 
 def cmd_evaluate(args) -> int:
@@ -291,41 +308,48 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
+def _read_npy(path: str, video_dim: int):
+    """A video's features from a .npy file, float32 [T, video_dim], every value finite."""
     import numpy as np
-    import torch
 
-    from .data.features import resample
-    from .train import load_model
-
-    model, cfg, vocab, _ = load_model(args.checkpoint, args.device)
-    if not os.path.isfile(args.features):
-        raise CLIError(f"features file not found: {args.features}")
+    if not os.path.isfile(path):
+        raise CLIError(f"features file not found: {path}")
     try:
-        feats = np.load(args.features)
+        feats = np.load(path)
     except (OSError, ValueError) as e:
-        raise CLIError(f"features {args.features}: cannot read as .npy ({e})") from None
+        raise CLIError(f"features {path}: cannot read as .npy ({e})") from None
     feats = np.asarray(feats, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[0] < 1:
-        raise CLIError(f"features {args.features}: expected a [T, D] array, got shape {feats.shape}")
-    if feats.shape[1] != cfg.video_dim:
-        raise CLIError(f"features {args.features}: feature dim {feats.shape[1]}, config expects {cfg.video_dim}")
+        raise CLIError(f"features {path}: expected a [T, D] array, got shape {feats.shape}")
+    if feats.shape[1] != video_dim:
+        raise CLIError(f"features {path}: feature dim {feats.shape[1]}, config expects {video_dim}")
     if not np.isfinite(feats).all():
-        raise CLIError(f"features {args.features}: {int(feats.size - np.isfinite(feats).sum())} non-finite values "
+        raise CLIError(f"features {path}: {int(feats.size - np.isfinite(feats).sum())} non-finite values "
                        f"of {feats.size} ({int(np.isnan(feats).sum())} NaN)")
-    if not args.duration > 0:
-        raise CLIError(f"--duration should be > 0 seconds, got {args.duration}")
+    return feats
+
+
+def cmd_predict(args) -> int:
+    from .predict import Predictor
+
     if args.top_n < 1:
         raise CLIError(f"--top-n should be >= 1, got {args.top_n}")
-    video, length = resample(feats, cfg.num_frames)
-    vocab.extend([args.query])
-    query = vocab.encode(args.query, cfg.max_query_length)
-    dev = torch.device(args.device)
-    pred = model.predict(torch.from_numpy(video)[None].to(dev), torch.tensor([length], device=dev), query[None].to(dev),
-                         torch.tensor([query.shape[0]], device=dev), torch.tensor([float(args.duration)], device=dev),
-                         top_n=args.top_n)
-    rows = [(float(s), float(e), float(c)) for (s, e), c, i in
-            zip(pred.segments[0].tolist(), pred.scores[0].tolist(), pred.indices[0].tolist()) if i >= 0]
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size should be >= 1, got {args.batch_size}")
+    if args.query is not None:
+        if args.duration is None:
+            raise CLIError("--duration (seconds) is needed with --query")
+        if args.predictions:
+            raise CLIError("--predictions goes with --queries (--json prints one query's moments)")
+    elif args.duration is not None:
+        raise CLIError("--duration goes with --query; with --queries each line gives its duration")
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size)
+    if args.queries is not None:
+        return _predict_file(predictor, args)
+    feats = _read_npy(args.features, predictor.cfg.video_dim)
+    if not args.duration > 0:
+        raise CLIError(f"--duration should be > 0 seconds, got {args.duration}")
+    rows = predictor.predict(args.query, feats, args.duration, top_n=args.top_n)[0]
     if args.json:
         print(json.dumps({"query": args.query, "duration": args.duration,
                           "segments": [{"start": round(s, 3), "end": round(e, 3), "score": round(c, 4)} for s, e, c in rows]}))
@@ -333,6 +357,24 @@ def cmd_predict(args) -> int:
         print(f"query: {args.query}")
         for k, (s, e, c) in enumerate(rows, 1):
             print(f"{k}. {s:8.2f} s - {e:8.2f} s   score {c:.4f}")
+    return 0
+
+
+def _predict_file(predictor, args) -> int:
+    """``predict --queries``: every line of the query file, batched, as a prediction file."""
+    from .data.features import open_features
+    from .predictions import predict_rows, read_queries, write_jsonl
+
+    lines = read_queries(args.queries)
+    if not os.path.exists(args.features):
+        raise CLIError(f"features not found: {args.features}")
+    rows = predict_rows(predictor, lines, open_features(args.features, key=args.feature_key), args.top_n)
+    if args.predictions:
+        n = write_jsonl(args.predictions, rows)
+        print(f"wrote {n} predictions to {args.predictions}", file=sys.stderr)
+    else:
+        for row in rows:
+            print(json.dumps(row))
     return 0
 
 
