@@ -11,6 +11,9 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <vector>
+
+#include "ops/window_plan.h"
 
 namespace fian_fast {
 namespace checks {
@@ -81,7 +84,9 @@ inline void check_pairwise_iou_args(const at::Tensor& a, const at::Tensor& b) {
   checks::same_device(op, "b", b, "a", a);
 }
 
-// ---- window_candidates / window_score ------------------------------------------------------
+// ---- window_score ----------------------------------------------------------------------------
+// check_window_score and check_window_score_backward, the kernels' entry checks, return the scale
+// layout of the checked arguments (ops/window_plan.h).
 inline void check_windows(const char* op, int64_t num_frames, at::IntArrayRef sizes, at::IntArrayRef strides) {
   TORCH_CHECK(num_frames >= 1, op, ": num_frames should be >= 1, got ", num_frames);
   TORCH_CHECK(!sizes.empty(), op, ": window_sizes should hold at least one size, got ", sizes);
@@ -135,6 +140,24 @@ inline void check_window_score_grad(const at::Tensor& grad, const at::Tensor& fe
   checks::same_device(op, "grad", grad, "features", features);
 }
 
+// window_score's arguments checked, then its scale layout.
+inline std::vector<WindowScale> check_window_score(const at::Tensor& features, at::TensorList weights,
+                                                   at::TensorList biases, at::IntArrayRef sizes,
+                                                   at::IntArrayRef strides) {
+  check_window_score_args(features, weights, biases, sizes, strides);
+  return window_plan(features.size(1), sizes, strides);
+}
+
+// window_score_backward's arguments checked, then its scale layout.
+inline std::vector<WindowScale> check_window_score_backward(const at::Tensor& grad, const at::Tensor& features,
+                                                            at::TensorList weights, at::IntArrayRef sizes,
+                                                            at::IntArrayRef strides) {
+  check_window_weights("window_score_backward", features, weights, sizes, strides);
+  auto plan = window_plan(features.size(1), sizes, strides);
+  check_window_score_grad(grad, features, window_total(plan));
+  return plan;
+}
+
 // ---- iou_label -----------------------------------------------------------------------------
 inline void check_iou_label_args(const at::Tensor& candidates, const at::Tensor& gt) {
   const char* op = "iou_label";
@@ -149,8 +172,8 @@ inline void check_iou_label_args(const at::Tensor& candidates, const at::Tensor&
 }
 
 // ---- temporal_nms --------------------------------------------------------------------------
-inline void check_nms_args(const at::Tensor& segments, const at::Tensor& scores, double threshold, int64_t top_k,
-                           const std::optional<at::Tensor>& valid) {
+inline void check_temporal_nms_args(const at::Tensor& segments, const at::Tensor& scores, double threshold,
+                                    int64_t top_k, const std::optional<at::Tensor>& valid) {
   const char* op = "temporal_nms";
   TORCH_CHECK(segments.dim() == 3 && segments.size(2) == 2, op, ": segments should be [B, N, 2], got shape ",
               segments.sizes());

@@ -1,13 +1,13 @@
-// Scale layout shared by the window_candidates and window_score kernels (CPU and CUDA): scale s
-// has windows of k_s frames every θ_s frames, (T - k_s) / θ_s + 1 of them, and its candidates
-// follow those of the scales before it. The argument checks live in ops/checks.h.
+// Scale layout of window_score's candidates, shared by its CPU and CUDA kernels: scale s has
+// windows of k_s frames every θ_s frames, (T - k_s) / θ_s + 1 of them, and its candidates follow
+// those of the scales before it (the order of fian_fast.reference.window_candidates). The
+// arguments are checked before a plan is made: check_window_score* in ops/checks.h return it.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <vector>
 
-#include "ops/checks.h"
 #include "ops/common/interval.h"
 
 namespace fian_fast {
@@ -19,9 +19,8 @@ struct WindowScale {
   int64_t offset;  // index of its first candidate
 };
 
-inline std::vector<WindowScale> window_plan(const char* op, int64_t num_frames, at::IntArrayRef sizes,
-                                            at::IntArrayRef strides) {
-  check_windows(op, num_frames, sizes, strides);
+// The layout of checked window sizes and strides (ops/checks.h: check_windows).
+inline std::vector<WindowScale> window_plan(int64_t num_frames, at::IntArrayRef sizes, at::IntArrayRef strides) {
   std::vector<WindowScale> plan;
   int64_t offset = 0;
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -34,24 +33,6 @@ inline std::vector<WindowScale> window_plan(const char* op, int64_t num_frames, 
 
 inline int64_t window_total(const std::vector<WindowScale>& plan) {
   return plan.empty() ? 0 : plan.back().offset + plan.back().count;
-}
-
-// window_score's arguments checked, then its scale layout.
-inline std::vector<WindowScale> check_window_score(const at::Tensor& features, at::TensorList weights,
-                                                   at::TensorList biases, at::IntArrayRef sizes,
-                                                   at::IntArrayRef strides) {
-  check_window_score_args(features, weights, biases, sizes, strides);
-  return window_plan("window_score", features.size(1), sizes, strides);
-}
-
-// window_score_backward's arguments checked, then its scale layout.
-inline std::vector<WindowScale> check_window_score_backward(const at::Tensor& grad, const at::Tensor& features,
-                                                            at::TensorList weights, at::IntArrayRef sizes,
-                                                            at::IntArrayRef strides) {
-  check_window_weights("window_score_backward", features, weights, sizes, strides);
-  auto plan = window_plan("window_score_backward", features.size(1), sizes, strides);
-  check_window_score_grad(grad, features, window_total(plan));
-  return plan;
 }
 
 }  // namespace fian_fast

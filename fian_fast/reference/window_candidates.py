@@ -1,5 +1,6 @@
-"""Pure-PyTorch oracle of :func:`fian_fast.ops.window_candidates` (section 3.4: multi-scale
-sliding windows over the fixed-length frame sequence)."""
+"""The candidate windows of section 3.4: multi-scale sliding windows over the fixed-length frame
+sequence, in the order of ``window_score``'s outputs (the compiled kernels lay scales out the same
+way, csrc/ops/window_plan.h). A few ``arange``s built once per model, so there is no compiled op."""
 from __future__ import annotations
 
 from typing import Sequence

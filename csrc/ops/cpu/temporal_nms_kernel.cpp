@@ -18,7 +18,7 @@ constexpr int64_t kNmsGrain = 1 << 15;  // candidates per parallel chunk
 
 at::Tensor temporal_nms_cpu(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold,
                             int64_t top_k, const std::optional<at::Tensor>& valid) {
-  check_nms_args(segments, scores, iou_threshold, top_k, valid);
+  check_temporal_nms_args(segments, scores, iou_threshold, top_k, valid);
   const int64_t B = segments.size(0), N = segments.size(1);
   auto keep = at::empty({B, top_k}, segments.options().dtype(at::kLong));
   if (B == 0) return keep;

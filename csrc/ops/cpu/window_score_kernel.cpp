@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "ops/checks.h"
 #include "ops/window_plan.h"
 
 namespace fian_fast {

@@ -50,7 +50,7 @@ __global__ void temporal_nms_kernel(const scalar_t* __restrict__ segments, const
 
 at::Tensor temporal_nms_cuda(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold,
                              int64_t top_k, const std::optional<at::Tensor>& valid) {
-  check_nms_args(segments, scores, iou_threshold, top_k, valid);
+  check_temporal_nms_args(segments, scores, iou_threshold, top_k, valid);
   checks::on_cuda("temporal_nms", "segments", segments);
   c10::cuda::CUDAGuard guard(segments.device());
   const int64_t B = segments.size(0), N = segments.size(1);

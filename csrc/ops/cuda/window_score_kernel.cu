@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "ops/common/window_grad.h"
+#include "ops/checks.h"
 #include "ops/window_plan.h"
 
 namespace fian_fast {
@@ -215,7 +216,7 @@ at::Tensor tap_major(const std::vector<at::Tensor>& weights) {
 }
 
 void check_cuda(const at::Tensor& features, at::TensorList weights, size_t scales) {
-  TORCH_CHECK(features.is_cuda(), "window_score (CUDA kernel): features should be on a CUDA device");
+  checks::on_cuda("window_score", "features", features);
   TORCH_CHECK(scales <= kMaxScales, "window_score (CUDA kernel): at most ", kMaxScales, " scales, got ", scales);
   TORCH_CHECK(features.size(0) <= 65535LL * kSamples, "window_score (CUDA kernel): batch size above ",
               65535LL * kSamples, ": ", features.size(0));
