@@ -43,10 +43,11 @@ __all__ = ["MODES", "TrainStep", "check_mode", "make_optimizer", "pad_batch"]
 MODES = ("eager", "compile", "cuda-graphs")
 
 
-def check_mode(fn: str, mode) -> str:
-    """``mode`` is one of :data:`MODES` (the one rule for the step mode; ValueError naming it)."""
+def check_mode(fn: str, mode, name: str = "mode") -> str:
+    """``mode`` is one of :data:`MODES`: the one rule for the step mode, for every entry point that
+    takes one (ValueError naming ``fn``, the argument ``name`` and the value)."""
     if mode not in MODES:
-        raise ValueError(f"{fn}: mode should be one of {MODES}, got {mode!r}")
+        raise ValueError(f"{fn}: {name} should be one of {MODES}, got {mode!r}")
     return mode
 
 
