@@ -126,18 +126,13 @@ def test_collate_checks_values_on_the_host():
 
 
 # ---------------------------------------------------------------------------------- compile
-def compile_cfg() -> FIANConfig:
-    """The smallest model with every part (compile time grows with the GRUs' unrolled steps)."""
-    return tiny(num_frames=8, max_query_length=4, hidden_size=16, num_heads=2, ffn_size=32, window_sizes=(4, 6))
-
-
 def test_compiled_forward_and_loss_match_eager_on_cpu():
     """torch.compile(fullgraph=True, inductor) of the step's forward + loss with the fast backend:
     same losses and gradients as eager. (A dispatch mode cannot watch a compiled call: dynamo
     refuses to run under one. fullgraph=True is the check there: a host read is a graph break.)"""
-    cfg = compile_cfg()
+    cfg = tiny()
     model = FIAN(cfg, backend="fast")
-    b = make_batch(cfg, [8, 5, 3], [4, 2, 3])
+    b = make_batch(cfg, [16, 5, 3], [6, 2, 3])
     padded, mask = pad_batch(b, 4, cfg.max_query_length)
     eager = TrainStep(model, make_optimizer(model, 1e-3, 0.0))._eager_forward_loss
     compiled = torch.compile(eager, fullgraph=True)
@@ -156,11 +151,13 @@ def test_compiled_forward_and_loss_match_eager_on_cpu():
             torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-4, msg=p)
 
 
-def test_train_with_compile_end_to_end(tmp_path):
+def test_train_with_compile_end_to_end_at_200_frames(tmp_path):
+    """``train --compile`` on data of TACoS's 200 frames (the BiGRUs are single nodes of the graph,
+    whatever the frames: benchmarks/test_bench_compile.py times the compile)."""
     from fian_fast.data import load_split
     from fian_fast.train import TrainOptions, train
 
-    cfg = compile_cfg()
+    cfg = tiny(num_frames=200)
     tr, _ = load_split("synthetic", "train", cfg.num_frames, cfg.max_query_length, video_dim=cfg.video_dim,
                        synthetic_sizes=(5, 2, 2))
     va, _ = load_split("synthetic", "val", cfg.num_frames, cfg.max_query_length, video_dim=cfg.video_dim,
@@ -234,6 +231,40 @@ def test_cuda_compiled_forward_and_loss_match_eager():
     got = torch.compile(eager, fullgraph=True)(*inputs)
     for x, y in zip(want, got):
         torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.cuda
+def test_cuda_compiled_step_runs_cudnn_rnn_and_no_per_step_gru_kernels():
+    """The compiled TACoS step (forward + loss + backward) under the profiler: each BiGRU direction
+    is one cuDNN RNN call forward, one recomputed for the backward and one cuDNN backward; no
+    GRU-cell op or kernel runs step by step (what ATen's non-cuDNN GRU and an unrolled graph do)."""
+    from torch.autograd import DeviceType
+
+    from fian_fast.model.encoders import BiGRU
+
+    cfg = FIANConfig.preset("tacos", dropout=0.0)
+    model = FIAN(cfg, backend="fast").cuda()
+    b, m = pad_batch(make_batch(cfg, [200, 117, 64], [30, 12, 5]), 3, cfg.max_query_length)
+    b, m = b.to("cuda"), m.cuda()
+    step = TrainStep(model, make_optimizer(model, 1e-4, 0.0), mode="compile")
+    for _ in range(2):                           # compile, then a warm step
+        step(b, m)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        step(b, m)
+        torch.cuda.synchronize()
+    events = prof.events()
+    ops = [e.name for e in events if e.device_type == DeviceType.CPU]
+    kernels = [e.name for e in events if e.device_type == DeviceType.CUDA]
+    kernels += [k.name for e in events for k in getattr(e, "kernels", ())]
+    assert kernels, "the profiler saw no CUDA kernel"
+    directions = 2 * sum(isinstance(mod, BiGRU) for mod in model.modules())
+    assert directions == 6
+    assert ops.count("aten::_cudnn_rnn") == 2 * directions, sorted(set(o for o in ops if "rnn" in o or "gru" in o))
+    assert ops.count("aten::_cudnn_rnn_backward") == directions
+    assert not [o for o in ops if "gru_cell" in o], sorted(set(o for o in ops if "gru" in o))
+    assert not [k for k in kernels if "gru_cell" in k.lower()]
 
 
 @pytest.mark.cuda
