@@ -18,8 +18,9 @@ weights.
 The run is a :class:`Trainer`, in the steps of a fit loop: setup (model, optimizer,
 :func:`resume_run`, :func:`make_loaders`), the fit loop, the epoch loop (one
 :class:`~fian_fast.train_step.TrainStep` per batch), and after each epoch or a stop the
-validation (:func:`val_result`) and checkpoint hook. ``step_mode`` is checked by
-:mod:`fian_fast.train_step`; the trainer adds only that ``cuda-graphs`` needs one CUDA device.
+validation (:func:`val_result`) and checkpoint hook. ``step_mode`` follows the one rule of
+:func:`fian_fast.train_step.check_mode`, checked before any work; ``cuda-graphs`` also needs one
+CUDA device and one process.
 
 Many GPUs: launched by ``torchrun``, the model is wrapped in DistributedDataParallel and each
 process reads its shard of the same per-epoch permutation (the ``DistributedSampler`` rule);
@@ -44,7 +45,7 @@ from .data.dataset import GroundingDataset, collate
 from .data.text import Vocabulary
 from .distributed import DistInfo, barrier, broadcast_object
 from .evaluate import DEFAULT_PROTOCOL, evaluate_model
-from .train_step import TrainStep, make_optimizer, pad_batch
+from .train_step import TrainStep, check_mode, make_optimizer, pad_batch
 
 __all__ = ["TrainOptions", "Trainer", "Progress", "train", "save_checkpoint", "load_checkpoint", "load_model",
            "set_seed"]
@@ -249,6 +250,7 @@ class Trainer:
                              f"{info.world_size}")
         self.batch = self.global_batch // info.world_size
         self.lr = opts.lr if opts.lr is not None else cfg.lr
+        check_mode("train", opts.step_mode, "step_mode")   # the step's own rule, named as TrainOptions names it
         if opts.step_mode == "cuda-graphs" and (device.type != "cuda" or info.enabled):
             raise ValueError(f"step mode cuda-graphs needs one CUDA device and one process, got device {device} and "
                              f"{info.world_size} process(es)")
@@ -262,8 +264,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        """Seed, model, optimizer and train step (the step checks ``opts.step_mode``), then
-        ``last.pt`` when resuming, then the loaders (they touch no global random state)."""
+        """Seed, model, optimizer, ``last.pt`` when resuming, train step, then the loaders (they
+        touch no global random state)."""
         from torch.nn.parallel import DistributedDataParallel
 
         from . import FIAN
