@@ -17,10 +17,9 @@ added up; :func:`evaluate_model` is the two together. Queries with several relev
 :attr:`QueryRanking.gt_windows`): ``moment_detr`` always grades every window by its own rule;
 the other protocols grade the first window only, or with ``windows="each"`` (the ``--windows
 each`` policy) each window: a hit at (n, m) when any window is hit there, the mIoU term of the
-window the top-1 segment matches best. The extra windows are graded as the first one is, as
-float32 fractions of the duration (the batch's ``gt``): exactly as a one-window query of each
-when the duration is a float32 value (QVHighlights' whole seconds); otherwise an end may differ
-from such a query's by one float32 step, as the batch carries durations in float32.
+window the top-1 segment matches best. Ground truth and durations are graded as the annotation
+gives them (the batch's float64 ``gt_seconds`` and ``duration_seconds``, not the float32 forms
+the model reads), so each window is graded exactly as a one-window query of it.
 
 ``2dtan`` (default) — 2D-TAN, ``lib/core/eval.py`` (microsoft/2D-TAN)
     * IoU in seconds, ``inter / hull`` (``hull = max(ends) - min(starts)``, which is the union
@@ -184,12 +183,10 @@ class QueryRanking:
 
     def ground_truths(self, windows: str = "first") -> List[Tuple[float, float]]:
         """The windows the recall protocols grade: ``[gt]``, and with ``windows="each"`` every
-        further window of ``gt_windows`` as the batch holds ``gt``: a float32 fraction of the
-        duration times the duration."""
+        further window of ``gt_windows``."""
         if windows == "first" or self.gt_windows is None or len(self.gt_windows) <= 1:
             return [self.gt]
-        d = self.duration
-        return [self.gt] + [(float(np.float32(s / d)) * d, float(np.float32(e / d)) * d) for s, e in self.windows[1:]]
+        return [self.gt] + [(float(s), float(e)) for s, e in self.windows[1:]]
 
 
 class Grade(NamedTuple):
@@ -347,7 +344,9 @@ def score_protocols(rankings: Sequence[QueryRanking], protocols: Sequence[str] =
 def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
                     gt_windows: Optional[Sequence[Optional[np.ndarray]]] = None,
                     video_ids: Optional[Sequence[str]] = None,
-                    sentences: Optional[Sequence[str]] = None) -> List[QueryRanking]:
+                    sentences: Optional[Sequence[str]] = None,
+                    gt_seconds: Optional[np.ndarray] = None,
+                    duration_seconds: Optional[np.ndarray] = None) -> List[QueryRanking]:
     """Every valid candidate of each query, refined and ranked as ``model.decode`` does with
     ``top_n = N`` and no suppression (``nms_threshold = 1``), vectorized: offsets are taken relative
     to the window clipped to the video (:func:`~fian_fast.model.decode.clipped_offsets`, as the
@@ -356,7 +355,9 @@ def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
     ``frames / video_lengths[b] * durations[b]``. ``tests/test_evaluate.py`` holds this equal to
     ``model.decode``. ``gt_windows`` (optional, per query a float [G, 2] array of every
     ground-truth window in seconds, or None), ``video_ids`` and ``sentences`` become the
-    rankings' ``gt_windows``, ``video_id`` and ``query``."""
+    rankings' ``gt_windows``, ``video_id`` and ``query``. ``gt_seconds`` float64 [B, 2] and
+    ``duration_seconds`` float64 [B] (optional: the annotation's values, graded as given) become
+    their ``gt`` and ``duration``; without them ``gt = gt_fraction * durations``."""
     with torch.no_grad():
         lengths = out.video_lengths
         cand, offsets = clipped_offsets(out.candidates, out.offsets, lengths)
@@ -375,8 +376,14 @@ def ranked_segments(out, durations: torch.Tensor, gt_fraction: torch.Tensor,
     windows = list(gt_windows) if gt_windows is not None else [None] * B
     vids = list(video_ids) if video_ids is not None else [""] * B
     texts = list(sentences) if sentences is not None else [""] * B
+    if duration_seconds is not None:
+        durs = [float(d) for d in duration_seconds]
+    if gt_seconds is not None:
+        truths = [(float(s), float(e)) for s, e in gt_seconds]
+    else:
+        truths = [(float(gts[b, 0]) * durs[b], float(gts[b, 1]) * durs[b]) for b in range(len(counts))]
     return [QueryRanking(seconds[b, :k].astype(np.float64), scores[b, :k], order[b, :k], int(lens[b]), durs[b],
-                         (float(gts[b, 0]) * durs[b], float(gts[b, 1]) * durs[b]),
+                         truths[b],
                          None if windows[b] is None else np.asarray(windows[b], dtype=np.float64).reshape(-1, 2),
                          vids[b], texts[b])
             for b, k in enumerate(counts)]
@@ -398,7 +405,8 @@ def rank_queries(model, loader, device="cpu", autocast: bool = False, progress: 
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 out = model(*batch.model_inputs(), validate=False)   # checked by the loader's collate
             rankings.extend(ranked_segments(out, batch.durations.float(), batch.gt, batch.gt_windows,
-                                            batch.video_ids, batch.sentences))
+                                            batch.video_ids, batch.sentences, batch.gt_seconds,
+                                            batch.duration_seconds))
     finally:
         model.train(was_training)
     return rankings

@@ -169,7 +169,6 @@ def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
     import dataclasses
 
     from fian_fast import FIAN, FIANConfig
-    from fian_fast.data import evaluate_windows
     from fian_fast.evaluate import evaluate_model
     from torch.utils.data import DataLoader
 
@@ -183,8 +182,8 @@ def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
     thresholds = (0.1, 0.3, 0.5)
     for protocol in ("2dtan", "csmgan", "mmn"):
         # batches of one: the model sees exactly what it sees in the one-query evaluations below
-        got = evaluate_windows(model, va, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds)
-        got = got[protocol]
+        got = evaluate_model(model, DataLoader(va, batch_size=1, collate_fn=collate), (protocol,), thresholds,
+                             windows="each")[protocol]
         want_hits, want_miou = {k: 0 for k in got.hits}, 0.0
         for rec in va.records:
             per = []
@@ -203,5 +202,5 @@ def test_best_window_evaluation_is_the_best_of_each_window(tmp_path):
     # moment_detr grades every window itself, from the batches' gt_windows
     loader = DataLoader(va, batch_size=2, collate_fn=collate)
     assert [w is None for w in next(iter(loader)).gt_windows] == [False, True]
-    got = evaluate_windows(model, va, loader, ("moment_detr",), thresholds)["moment_detr"]
+    got = evaluate_model(model, loader, ("moment_detr",), thresholds, windows="each")["moment_detr"]
     assert got.hits == evaluate_model(model, loader, ("moment_detr",), thresholds)["moment_detr"].hits

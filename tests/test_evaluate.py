@@ -319,7 +319,7 @@ def _windows_split():
     rng = np.random.default_rng(4)
     records = []
     for i in range(14):
-        duration = float(rng.choice([30.0, 31.5, 150.0]))      # durations a float32 holds (see ground_truths)
+        duration = float(rng.choice([30.0, 31.3, 150.7]))      # 31.3 and 150.7 are no float32 values
         cuts = np.sort(rng.uniform(0, duration, (int(rng.integers(1, 4)), 2)), axis=1).round(1)
         cuts[:, 1] = np.maximum(cuts[:, 1], cuts[:, 0] + 0.5)
         cuts = np.minimum(cuts, duration)
@@ -393,3 +393,31 @@ def test_each_window_is_graded_as_a_query_of_its_own():
 def test_windows_policy_is_checked():
     with pytest.raises(ValueError, match="score_queries: windows should be one of"):
         score_queries([], "2dtan", windows="best")
+
+
+def test_ground_truth_is_graded_as_the_annotation_gives_it():
+    """The batch carries the annotation's seconds (float64) beside the model's float32 fractions,
+    and the evaluator grades those: an end of 6.0 s in a 30.0 s video of 20 frames is frame
+    boundary 4 exactly, so csmgan's end frame is ceil(4) - 1 = 3 (through the float32 fraction,
+    6.0000001 s, it would be 4), and mmn's ground truth is float32(6.0) = 6.0."""
+    from torch.utils.data import DataLoader
+
+    from fian_fast import FIAN, FIANConfig
+    from fian_fast.data import GroundingDataset, MemoryFeatures, Record, Vocabulary, collate
+    from fian_fast.evaluate import rank_queries
+    from fian_fast.metrics import gt_frames_csmgan
+
+    rng = np.random.default_rng(0)
+    records = [Record("v0", 30.0, "a person opens the door", 3.0, 6.0, "0")]
+    features = MemoryFeatures({"v0": rng.standard_normal((20, 8)).astype(np.float32)})
+    vocab = Vocabulary(["a", "person", "opens", "the", "door"], rng.standard_normal((5, 2)), "none")
+    ds = GroundingDataset(records, features, vocab, 20, 8)
+    batch = collate([ds[0]])
+    assert batch.gt_seconds.tolist() == [[3.0, 6.0]] and batch.duration_seconds.tolist() == [30.0]
+    assert float(batch.gt[0, 1]) * float(batch.durations[0]) != 6.0          # the float32 form is not exact
+    cfg = FIANConfig.preset("synthetic", video_dim=8, word_dim=2, num_frames=20, hidden_size=16, num_heads=2,
+                            ffn_size=32)
+    (ranking,) = rank_queries(FIAN(cfg), DataLoader(ds, collate_fn=collate))
+    assert ranking.gt == (3.0, 6.0) and ranking.duration == 30.0 and ranking.length == 20
+    assert gt_frames_csmgan(ranking.gt, ranking.length, ranking.duration) == (2, 3)
+    assert gt_frames_csmgan((float(batch.gt[0, 0]) * 30.0, float(batch.gt[0, 1]) * 30.0), 20, 30.0) == (2, 4)

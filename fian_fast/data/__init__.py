@@ -13,12 +13,12 @@ from .formats import (FORMATS, read_annotations, read_charades_durations, read_c
 from .records import CleaningReport, Record, clean_records
 from .synthetic import make_synthetic, write_synthetic
 from .text import GloveText, KumoGlove, Vocabulary, has_words, tokenize, word_vectors
-from .windows import WINDOW_POLICIES, apply_windows, evaluate_windows
+from .windows import WINDOW_POLICIES, apply_windows
 
 __all__ = [
     "DATASETS", "Batch", "GroundingDataset", "collate", "load_split", "HDF5Features", "MemoryFeatures",
     "NpyFolderFeatures", "check_features", "open_features", "resample", "FORMATS", "read_annotations",
     "read_charades_durations", "read_charades_txt", "read_grounding_json", "read_lighthouse", "read_tacos",
     "CleaningReport", "Record", "clean_records", "make_synthetic", "write_synthetic", "GloveText", "KumoGlove",
-    "Vocabulary", "has_words", "tokenize", "word_vectors", "WINDOW_POLICIES", "apply_windows", "evaluate_windows",
+    "Vocabulary", "has_words", "tokenize", "word_vectors", "WINDOW_POLICIES", "apply_windows",
 ]

@@ -42,6 +42,10 @@ class Batch(NamedTuple):
         video_ids, sentences: the batch's video ids and sentences (lists of str).
         gt_windows: per query every relevant window, float64 [G, 2] seconds, for queries with
             several (None for the others); None when no query of the batch has several.
+        gt_seconds, duration_seconds: float64 numpy [B, 2] and [B], the annotation's ground truth
+            and durations exactly as read (host, never moved): what the evaluator grades, where
+            ``gt`` and ``durations`` are their float32 forms for the model. None for batches of
+            items that do not carry them.
     """
 
     video: torch.Tensor
@@ -53,11 +57,15 @@ class Batch(NamedTuple):
     video_ids: List[str]
     sentences: List[str]
     gt_windows: Optional[List[Optional[np.ndarray]]] = None
+    gt_seconds: Optional[np.ndarray] = None
+    duration_seconds: Optional[np.ndarray] = None
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
+        """The tensors on ``device``; the host fields (ids, sentences, seconds) as they are."""
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.video), move(self.video_lengths), move(self.query), move(self.query_lengths),
-                     move(self.gt), move(self.durations), self.video_ids, self.sentences, self.gt_windows)
+        return self._replace(video=move(self.video), video_lengths=move(self.video_lengths), query=move(self.query),
+                             query_lengths=move(self.query_lengths), gt=move(self.gt),
+                             durations=move(self.durations))
 
     def model_inputs(self) -> tuple:
         """``(video, video_lengths, query, query_lengths)``, the positional inputs of ``FIAN``."""
@@ -66,7 +74,8 @@ class Batch(NamedTuple):
 
 class GroundingDataset(Dataset):
     """Items ``(video [Lv, D], video_length, query [L, word_dim], gt [2], duration, video_id, sentence,
-    windows)``; ``windows`` is float64 [G, 2] seconds for a query with several relevant windows, else None.
+    windows)``: ``gt`` the float32 fractions of the duration, ``duration`` the annotation's seconds,
+    ``windows`` float64 [G, 2] seconds, every relevant window as read (first: the ground truth).
 
     Args:
         records: cleaned records (start < end within [0, duration]).
@@ -118,18 +127,24 @@ class GroundingDataset(Dataset):
         r = self.records[i]
         video, length = self.video(r.video_id)
         s, e = r.fraction
-        windows = np.asarray(r.windows, dtype=np.float64) if len(r.windows) > 1 else None
+        windows = np.asarray(r.windows if len(r.windows) > 1 else ((r.start, r.end),), dtype=np.float64)
         return (video, length, self.queries[i], torch.tensor([s, e], dtype=torch.float32), r.duration, r.video_id,
                 r.sentence, windows)
 
 
 def collate(items: Sequence[tuple]) -> Batch:
-    """Stack dataset items into a :class:`Batch` (queries zero-padded to the longest).
+    """Stack dataset items into a :class:`Batch` (queries zero-padded to the longest). Items carrying
+    their windows (the 8th field) give the batch ``gt_seconds`` and ``duration_seconds`` exactly as
+    read, and ``gt_windows`` for the queries with several.
 
     Stacking goes through numpy: ``torch.stack`` of a Charades-sized batch (64 x 64 x 1024) took
     0.77 s with two intra-op threads on a busy 2-core machine against 2 ms for ``np.stack``."""
     videos, vlens, queries, gts, durations, vids, sentences, *windows = zip(*items)
-    windows = list(windows[0]) if windows and any(w is not None for w in windows[0]) else None
+    windows = [None if w is None else np.asarray(w, dtype=np.float64).reshape(-1, 2) for w in windows[0]] \
+        if windows else [None] * len(items)
+    exact = all(w is not None for w in windows)
+    gt_seconds = np.stack([w[0] for w in windows]) if exact else None
+    several = [w if w is not None and len(w) > 1 else None for w in windows]
     qlens = [q.shape[0] for q in queries]
     query = np.zeros((len(items), max(qlens), queries[0].shape[1]), dtype=np.float32)
     for b, q in enumerate(queries):
@@ -137,7 +152,8 @@ def collate(items: Sequence[tuple]) -> Batch:
     batch = Batch(torch.from_numpy(np.stack([v.numpy() for v in videos])), torch.tensor(vlens, dtype=torch.int64),
                   torch.from_numpy(query), torch.tensor(qlens, dtype=torch.int64),
                   torch.from_numpy(np.stack([g.numpy() for g in gts])), torch.tensor(durations, dtype=torch.float32),
-                  list(vids), list(sentences), windows)
+                  list(vids), list(sentences), several if any(w is not None for w in several) else None,
+                  gt_seconds, np.asarray(durations, dtype=np.float64) if exact else None)
     # Values are checked here, on the host, where they enter; the model, the trainer and the
     # evaluator then take the trusted path. The frames were checked finite when read
     # (FeatureStore.get); the words, lengths, ground truth and durations are checked here.

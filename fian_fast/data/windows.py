@@ -19,11 +19,11 @@ them there.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import List, Sequence
 
 from .records import CleaningReport, Record
 
-__all__ = ["WINDOW_POLICIES", "apply_windows", "evaluate_windows"]
+__all__ = ["WINDOW_POLICIES", "apply_windows"]
 
 WINDOW_POLICIES = ("first", "each")
 
@@ -58,14 +58,3 @@ def apply_windows(records: Sequence[Record], report: CleaningReport, policy: str
         else:
             out.append(r)
     return out
-
-
-def evaluate_windows(model, dataset, loader, protocols: Sequence[str], thresholds: Sequence[float],
-                     device="cpu", autocast: bool = False, nms_threshold: Optional[float] = None,
-                     dataset_name: Optional[str] = None) -> Dict[str, object]:
-    """Former name of :func:`fian_fast.evaluate.evaluate_model` with ``windows="each"``, kept for
-    existing imports: ``dataset`` is not read (the windows come with the batches)."""
-    from ..evaluate import evaluate_model   # evaluate imports this module: a top-level import would cycle
-
-    return evaluate_model(model, loader, protocols, thresholds, device, autocast, nms_threshold=nms_threshold,
-                          dataset=dataset_name, windows="each")
