@@ -23,7 +23,8 @@
 #                                               # benchmark exists
 #
 # Knobs: PYTHON (default python3), OUT (results folder, default /tmp/fian_fast_device_check),
-# BUDGET (seconds for the whole script, default 420), COMPILE=1 (run step 8), SKIP_INSTALL=1 (use
+# BUDGET (seconds for the whole script, default 420), SCALE (every limit times SCALE; default 1,
+# 4 in the dry run), COMPILE=1 (run step 8), SKIP_INSTALL=1 (use
 # the build in place), FIAN_FAST_CUDA_ARCHS (default 9.0: H100/H200), MAX_JOBS (default: all
 # cores), ONLY="NAME ..." (run only these steps), KILL_STEP=NAME (a rehearsal: that step is cut
 # when it has written its first figure, or after KILL_AFTER seconds).
@@ -49,7 +50,10 @@ mkdir -p "$LOG"
 PY="${PYTHON:-python3}"
 START=$(date +%s)
 BUDGET="${BUDGET:-420}"
-DEADLINE=$((START + BUDGET))
+# the dry run's CPU counterparts are slower than the GPU steps: there every limit is SCALE times
+# the GPU's (the order and the shares stay those of the GPU run)
+SCALE="${SCALE:-$([ "$DRY" = 1 ] && echo 4 || echo 1)}"
+DEADLINE=$((START + BUDGET * SCALE))
 STEPS="$LOG/steps.tsv"
 export FIAN_FAST_SPEEDUPS="$LOG/speedups.tsv" PYTHONUNBUFFERED=1
 : >"$STEPS"
@@ -123,8 +127,8 @@ ORDER=(build ops cga step timings profile tests-rest compile)
 
 limit() {  # limit NAME -> seconds for the step: its cap, or what BUDGET leaves after the reserve
     local name=$1 n
-    n=$((DEADLINE - $(date +%s) - RESERVE[$name]))
-    [ "$n" -gt "${CAP[$name]}" ] && n=${CAP[$name]}
+    n=$((DEADLINE - $(date +%s) - RESERVE[$name] * SCALE))
+    [ "$n" -gt $((CAP[$name] * SCALE)) ] && n=$((CAP[$name] * SCALE))
     [ "$n" -lt 10 ] && n=10
     if [ "${KILL_STEP:-}" = "$name" ] && [ "${KILL_AFTER:-figure}" != figure ]; then n=$KILL_AFTER; fi
     echo "$n"
@@ -218,7 +222,8 @@ EOF
     echo "nvcc:    $(command -v nvcc || echo none) $(nvcc --version 2>/dev/null | tail -1)"
     echo "ninja:   $(command -v ninja || echo none) $(ninja --version 2>/dev/null)"
     echo "mode:    $([ "$DRY" = 1 ] && echo 'dry run (CPU counterparts)' || echo GPU)"
-    echo "budget:  ${BUDGET} s in all; per step, cap / reserve kept for the steps after it:"
+    echo "budget:  ${BUDGET} s in all; per step, cap / reserve kept for the steps after it$([ "$SCALE" != 1 ] \
+        && echo " (limits here x${SCALE})"):"
     for s in "${ORDER[@]}"; do printf '           %-11s %4s s / %4s s\n' "$s" "${CAP[$s]}" "${RESERVE[$s]}"; done
     [ -n "${KILL_STEP:-}" ] && echo "rehearsal: step ${KILL_STEP} cut after ${KILL_AFTER:-its first figure}"
 } | tee -a "$LOG/summary.txt"
