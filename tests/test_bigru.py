@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from fian_fast._host_reads import count_host_reads
 from fian_fast.model.encoders import BiGRU
 from fian_fast.ops import BiGRUWeights, bigru
+from fian_fast.ops.bigru import _bigru_backward_cpu, _recomputing_backward
 from fian_fast.reference.bigru import bigru as bigru_reference
 
 # float64: the same recurrence in another order of operations; float32: a few ulps of that order
@@ -136,8 +137,24 @@ def test_opcheck_both_ops():
     x, *ws = leaves(x, *w)
     torch.library.opcheck(torch.ops.fian_fast.bigru.default, (x, lengths, ws))
     grad = torch.randn(3, 5, 8, dtype=torch.float64)
+    out = bigru(x, lengths, ws).detach()
     torch.library.opcheck(torch.ops.fian_fast.bigru_backward.default,
-                          (grad, x.detach(), lengths, [t.detach() for t in ws]))
+                          (grad, x.detach(), lengths, out, [t.detach() for t in ws]))
+
+
+@DTYPES
+@LENGTHS
+def test_cpu_backward_equals_the_recomputing_backward(dtype, lengths):
+    """The CPU kernel (gradients from the saved output) and the kernel CUDA runs (the forward
+    recomputed and differentiated by autograd) on the same inputs, NaN padding included."""
+    x, lengths, w = make(lengths, dtype=dtype, pad=float("nan"))
+    out = bigru(x, lengths, w)
+    grad = torch.randn_like(out)
+    grad[~valid_rows(lengths, x.shape[1]).expand_as(grad)] = float("nan")    # ignored: out is 0 there
+    got = _bigru_backward_cpu(grad, x, lengths, out, list(w))
+    want = _recomputing_backward(grad.nan_to_num(0.0), x.nan_to_num(0.0), lengths, list(w))
+    for name, a, b in zip(("x",) + BiGRUWeights._fields, got, want):
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=name)
 
 
 def test_forward_and_backward_read_nothing_on_the_host():
@@ -175,8 +192,11 @@ def test_registered_ops_check_their_arguments():
     x, lengths, w = make([4, 2], C=3, H=2)
     with pytest.raises(ValueError, match=r"fian_fast::bigru: weights.bias_ih should have the dtype of x"):
         torch.ops.fian_fast.bigru(x, lengths, list(w._replace(bias_ih=w.bias_ih.float())))
+    out = bigru(x, lengths, w)
     with pytest.raises(ValueError, match=r"fian_fast::bigru_backward: grad should have size 4 at dim 2"):
-        torch.ops.fian_fast.bigru_backward(torch.zeros(2, 4, 3, dtype=torch.float64), x, lengths, list(w))
+        torch.ops.fian_fast.bigru_backward(torch.zeros(2, 4, 3, dtype=torch.float64), x, lengths, out, list(w))
+    with pytest.raises(ValueError, match=r"fian_fast::bigru_backward: out should be torch.float64 on cpu like x"):
+        torch.ops.fian_fast.bigru_backward(out, x, lengths, out.float(), list(w))
 
 
 # ---- compiled: one node, whatever the length ------------------------------------------------

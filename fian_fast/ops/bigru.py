@@ -12,11 +12,16 @@ device), and its output is reversed back. At every valid step the result equals 
 ``nn.GRU``'s. Padded input rows are replaced by zeros first, so their content (even NaN) reaches
 neither the output nor a gradient; padded output rows are exactly zero.
 
-Backward (``fian_fast::bigru_backward``, also opaque) **recomputes the forward**: the forward op
-keeps nothing but its inputs, and the backward op runs the two ``_VF.gru`` calls again with
-autograd and differentiates them (on CUDA: cuDNN's training forward, then its backward). The cost is
-one more forward of the two directions per backward; ``benchmarks/test_bench_compile.py``
-measures it against ``_VF.gru``'s own autograd.
+Backward (``fian_fast::bigru_backward``, also opaque; the forward op saves its inputs and output):
+
+* CUDA: **the forward is recomputed**: the two ``_VF.gru`` calls run again with autograd (cuDNN's
+  training forward, which keeps what cuDNN's backward needs) and are differentiated (cuDNN's
+  backward). The cost is one more cuDNN forward of the two directions per backward.
+* CPU: from the saved output, nothing recomputed step by step (:func:`_gru_backward`): every step's
+  gates at once from the inputs and the saved states (two matmuls), then one small matmul per step
+  back through time, then the weight and input gradients at once (three matmuls).
+
+``benchmarks/test_bench_compile.py`` times both against ``_VF.gru``'s own autograd on the CPU.
 
 CUDA: each direction's four weights must reach cuDNN as views into one flat buffer laid out as
 cuDNN wants it, or cuDNN copies them at every call and warns "RNN module weights are not part of
@@ -113,22 +118,89 @@ def _bigru_op(x: Tensor, lengths: Tensor, weights: List[Tensor]) -> Tensor:
     return _bigru(x, lengths, weights, train=False)
 
 
-@torch.library.custom_op("fian_fast::bigru_backward", mutates_args=())
-def _bigru_backward_op(grad: Tensor, x: Tensor, lengths: Tensor, weights: List[Tensor]) -> _Grads:
-    """fian_fast::bigru_backward — ``(grad_x, grad_weight_ih, ..., grad_bias_hh_reverse)``: the
-    forward recomputed with autograd, then differentiated. Nine tensors, not a list: inductor's
-    C++ wrapper takes tensor returns only."""
-    fn = "fian_fast::bigru_backward"
-    check_bigru_args(fn, x, lengths, weights, autocast=_autocast_cast(x))
-    check_tensor(fn, "grad", grad, shape=(x.shape[0], x.shape[1], 2 * weights[1].shape[1]))
-    if grad.dtype != x.dtype or grad.device != x.device:
-        raise ValueError(f"{fn}: grad should be {x.dtype} on {x.device} like x, got {grad.dtype} on {grad.device}")
+def _gru_backward(grad: Tensor, x: Tensor, h: Tensor, weights: Sequence[Tensor]) -> List[Tensor]:
+    """Gradients of one GRU direction run forward from a zero state over ``x`` [B, L, C], given its
+    states ``h`` [B, L, H] and ``grad`` [B, L, H] w.r.t. them, both zero wherever a step is padding
+    (padding lies after each sample's valid steps, so it never reaches them). Returns
+    ``[grad_x, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh]``.
+
+    With ``g = [r; z; n]`` the gates of the step from ``h' = h_{t-1}`` (the reference's cell) and
+    ``dh`` the gradient reaching ``h_t`` (its own plus the next step's), the step's gradients are
+    linear in ``dh``: ``d(W_h h' + b_h) = dh * A_t``, ``d(W_i x_t + b_i) = dh * A'_t`` with
+    ``A = [(1-z)(1-n^2)(W_hn h' + b_hn) r(1-r), (h'-n) z(1-z), (1-z)(1-n^2) r]`` and ``A'`` the same
+    but ``(1-z)(1-n^2)`` last, and ``dh' = dh * z + d(W_h h' + b_h) W_h``: only that last product
+    walks through time."""
+    weight_ih, weight_hh, bias_ih, bias_hh = weights
+    B, L, H = h.shape
+    h_prev = torch.cat([h.new_zeros((B, 1, H)), h[:, :-1]], dim=1)                 # [B, L, H]
+    gi = (x @ weight_ih.T + bias_ih).view(B, L, 3, H)
+    gh = (h_prev @ weight_hh.T + bias_hh).view(B, L, 3, H)
+    r, z = torch.sigmoid(gi[:, :, 0] + gh[:, :, 0]), torch.sigmoid(gi[:, :, 1] + gh[:, :, 1])
+    n = torch.tanh(gi[:, :, 2] + r * gh[:, :, 2])
+    dn_pre = (1 - z) * (1 - n * n)
+    dr_pre = dn_pre * gh[:, :, 2] * r * (1 - r)
+    dz_pre = (h_prev - n) * z * (1 - z)
+    coef_h = torch.stack([dr_pre, dz_pre, dn_pre * r], dim=2)                      # [B, L, 3, H]
+    d_gh = torch.empty_like(coef_h)
+    d_h = torch.empty_like(h)
+    carry = h.new_zeros((B, H))
+    for t in range(L - 1, -1, -1):
+        dh = grad[:, t] + carry
+        d_h[:, t] = dh
+        d_gh[:, t] = dh[:, None] * coef_h[:, t]
+        carry = torch.addmm(dh * z[:, t], d_gh[:, t].view(B, 3 * H), weight_hh)
+    d_gi = d_gh.clone()
+    d_gi[:, :, 2] = d_h * dn_pre
+    d_gi, d_gh = d_gi.view(B * L, 3 * H), d_gh.view(B * L, 3 * H)
+    grad_x = (d_gi @ weight_ih).view(B, L, -1)
+    return [grad_x, d_gi.T @ x.reshape(B * L, -1), d_gh.T @ h_prev.reshape(B * L, H), d_gi.sum(0), d_gh.sum(0)]
+
+
+def _recomputing_backward(grad: Tensor, x: Tensor, lengths: Tensor, weights: Sequence[Tensor]) -> List[Tensor]:
+    """The nine gradients by running the forward again with autograd and differentiating it."""
     with _autograd_inside_op():
         x = x.detach().requires_grad_()
         weights = [w.detach().requires_grad_() for w in weights]
-        out = _bigru(x, lengths, weights, train=True)
-        grads = torch.autograd.grad(out, [x] + weights, grad)
-    return tuple(_unaliased(list(grads), [grad, x, lengths, *weights]))
+        recomputed = _bigru(x, lengths, weights, train=True)
+        grads = torch.autograd.grad(recomputed, [x] + weights, grad)
+    return _unaliased(list(grads), [grad, x, lengths, *weights])
+
+
+@torch.library.custom_op("fian_fast::bigru_backward", mutates_args=())
+def _bigru_backward_op(grad: Tensor, x: Tensor, lengths: Tensor, out: Tensor, weights: List[Tensor]) -> _Grads:
+    """fian_fast::bigru_backward — ``(grad_x, grad_weight_ih, ..., grad_bias_hh_reverse)`` from the
+    op's inputs and output ``out``. This kernel (CUDA, and any device but the CPU) recomputes the
+    forward (:func:`_recomputing_backward`); the CPU's is :func:`_bigru_backward_cpu`. Nine
+    tensors, not a list: inductor's C++ wrapper takes tensor returns only."""
+    _check_backward_args(grad, x, lengths, out, weights)
+    return tuple(_unaliased(_recomputing_backward(grad, x, lengths, weights), [out]))
+
+
+@_bigru_backward_op.register_kernel("cpu")
+def _bigru_backward_cpu(grad, x, lengths, out, weights):
+    """CPU kernel of fian_fast::bigru_backward: :func:`_gru_backward` per direction, the backward one
+    in the frame where each sample is reversed within its length."""
+    _check_backward_args(grad, x, lengths, out, weights)
+    H = weights[1].shape[1]
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    valid = length_mask(lengths, x.shape[1])[..., None]
+    x = torch.where(valid, x, zero)
+    grad = torch.where(valid, grad, zero)
+    forward = _gru_backward(grad[..., :H], x, out[..., :H], weights[:4])
+    backward = _gru_backward(*(reverse_within_lengths(t, lengths) for t in (grad[..., H:], x, out[..., H:])),
+                             weights[4:])
+    grad_x = torch.where(valid, forward[0] + reverse_within_lengths(backward[0], lengths), zero)
+    return (grad_x, *forward[1:], *backward[1:])
+
+
+def _check_backward_args(grad, x, lengths, out, weights) -> None:
+    fn = "fian_fast::bigru_backward"
+    check_bigru_args(fn, x, lengths, weights, autocast=_autocast_cast(x))
+    shape = (x.shape[0], x.shape[1], 2 * weights[1].shape[1])
+    for name, t in (("grad", grad), ("out", out)):
+        check_tensor(fn, name, t, dim=3, shape=shape)
+        if t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(f"{fn}: {name} should be {x.dtype} on {x.device} like x, got {t.dtype} on {t.device}")
 
 
 @_bigru_op.register_fake
@@ -137,19 +209,18 @@ def _bigru_fake(x, lengths, weights):
 
 
 @_bigru_backward_op.register_fake
-def _bigru_backward_fake(grad, x, lengths, weights):
+def _bigru_backward_fake(grad, x, lengths, out, weights):
     return tuple([torch.empty_like(x)] + [torch.empty_like(w) for w in weights])
 
 
 def _setup_context(ctx, inputs, output):
     x, lengths, weights = inputs
-    ctx.num_weights = len(weights)
-    ctx.save_for_backward(x, lengths, *weights)
+    ctx.save_for_backward(x, lengths, output, *weights)
 
 
 def _backward(ctx, grad):
-    x, lengths, *weights = ctx.saved_tensors
-    grad_x, *grad_weights = torch.ops.fian_fast.bigru_backward(grad, x, lengths, weights)
+    x, lengths, out, *weights = ctx.saved_tensors
+    grad_x, *grad_weights = torch.ops.fian_fast.bigru_backward(grad, x, lengths, out, weights)
     return grad_x, None, grad_weights
 
 
