@@ -9,9 +9,11 @@ clipping and the Adam step (section 4.3), run in one of three modes:
 ``compile``
     forward + loss compiled whole (``torch.compile(fullgraph=True)``); backward through the
     compiled graph, clipping and Adam eager. The trainer pads every batch to one shape
-    (:func:`pad_batch`) so that the graph compiles once. The compiler unrolls the GRUs'
-    recurrences (there is no loop construct for them), so compile time grows with the frames
-    and words: minutes for 200 frames.
+    (:func:`pad_batch`) so that the graph compiles once. Each BiGRU is one opaque node
+    (:func:`fian_fast.ops.bigru`, cuDNN on CUDA), so compile time does not grow with the frames:
+    on a 2-core CPU (one thread, batch 2) 86 s at 32 frames, 98 s at 200 (TACoS), mostly building
+    inductor's C++ kernels; 3-6 s once inductor's cache holds them
+    (``benchmarks/test_bench_compile.py``).
 ``cuda-graphs``
     the whole step — forward, loss, backward, clipping and the optimizer step — captured once in
     a CUDA graph and replayed for every batch (CUDA only). Every batch must have one shape: use
