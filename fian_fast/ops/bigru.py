@@ -111,6 +111,9 @@ def _unaliased(outputs: List[Tensor], inputs: Sequence[Tensor]) -> List[Tensor]:
     return result
 
 
+# Inductor's on-disk caches keep compiled graphs that call these ops by name with the schema they
+# were traced against (and the tensors saved for the backward then): a change of schema needs new
+# names, or graphs cached before it fail when they run.
 @torch.library.custom_op("fian_fast::bigru", mutates_args=())
 def _bigru_op(x: Tensor, lengths: Tensor, weights: List[Tensor]) -> Tensor:
     """fian_fast::bigru — [B, L, 2H], zero at rows >= lengths[b]."""
