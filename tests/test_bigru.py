@@ -117,6 +117,16 @@ def test_zero_length_sample_gives_zeros():
     torch.testing.assert_close(out[1:], bigru_reference(x[1:], torch.tensor([3]), w), **TOL[torch.float64])
 
 
+@pytest.mark.parametrize("B,L", [(0, 5), (2, 0)], ids=["empty-batch", "zero-steps"])
+def test_empty_input_gives_empty_output_and_zero_gradients(B, L):
+    _, _, w = make([3])
+    x, *ws = leaves(torch.randn(B, L, 6, dtype=torch.float64), *w)
+    out = bigru(x, torch.zeros(B, dtype=torch.int64), ws)
+    assert out.shape == (B, L, 10)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and all(torch.count_nonzero(t.grad) == 0 for t in ws)
+
+
 def test_a_sample_does_not_depend_on_the_batch_around_it():
     x, lengths, w = make([12, 5, 8])
     out = bigru(x, lengths, w)

@@ -75,10 +75,12 @@ def _bigru(x: Tensor, lengths: Tensor, weights: Sequence[Tensor], train: bool) -
     """The two ``_VF.gru`` calls. ``weights`` in ``x``'s dtype, or any with a float16 ``x`` on CUDA
     (the autocast case: computed under cuDNN's autocast rule, which casts the weights into one
     float16 buffer, as for an ``nn.GRU``)."""
+    B, L, _ = x.shape
+    if B == 0 or L == 0:
+        return x.new_zeros((B, L, 2 * weights[1].shape[1]))
     if x.dtype != weights[0].dtype:
         with torch.autocast("cuda", dtype=AUTOCAST_DTYPE):
             return _bigru(x, lengths, weights, train)
-    B, L, _ = x.shape
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     valid = length_mask(lengths, L)[..., None]                                   # [B, L, 1]
     x = torch.where(valid, x, zero)
@@ -176,6 +178,8 @@ def _bigru_backward_op(grad: Tensor, x: Tensor, lengths: Tensor, out: Tensor, we
     forward (:func:`_recomputing_backward`); the CPU's is :func:`_bigru_backward_cpu`. Nine
     tensors, not a list: inductor's C++ wrapper takes tensor returns only."""
     _check_backward_args(grad, x, lengths, out, weights)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return _zero_grads(x, weights)
     return tuple(_unaliased(_recomputing_backward(grad, x, lengths, weights), [out]))
 
 
@@ -184,6 +188,8 @@ def _bigru_backward_cpu(grad, x, lengths, out, weights):
     """CPU kernel of fian_fast::bigru_backward: :func:`_gru_backward` per direction, the backward one
     in the frame where each sample is reversed within its length."""
     _check_backward_args(grad, x, lengths, out, weights)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return _zero_grads(x, weights)
     H = weights[1].shape[1]
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     valid = length_mask(lengths, x.shape[1])[..., None]
@@ -194,6 +200,11 @@ def _bigru_backward_cpu(grad, x, lengths, out, weights):
                              weights[4:])
     grad_x = torch.where(valid, forward[0] + reverse_within_lengths(backward[0], lengths), zero)
     return (grad_x, *forward[1:], *backward[1:])
+
+
+def _zero_grads(x: Tensor, weights: Sequence[Tensor]) -> _Grads:
+    """The gradients of an empty batch or of zero steps."""
+    return tuple(torch.zeros_like(t) for t in [x, *weights])
 
 
 def _check_backward_args(grad, x, lengths, out, weights) -> None:
