@@ -11,8 +11,8 @@ clipping and the Adam step (section 4.3), run in one of three modes:
     compiled graph, clipping and Adam eager. The trainer pads every batch to one shape
     (:func:`pad_batch`) so that the graph compiles once. Each BiGRU is one opaque node
     (:func:`fian_fast.ops.bigru`, cuDNN on CUDA), so compile time does not grow with the frames:
-    on a 2-core CPU (one thread, batch 2) 86 s at 32 frames, 98 s at 200 (TACoS), mostly building
-    inductor's C++ kernels; 3-6 s once inductor's cache holds them
+    on a 2-core CPU (one thread, batch 2) 80 s at 32 frames, 78 s at 200 (TACoS), mostly building
+    inductor's C++ kernels; 3-4 s once inductor's cache holds them
     (``benchmarks/test_bench_compile.py``).
 ``cuda-graphs``
     the whole step — forward, loss, backward, clipping and the optimizer step — captured once in
@@ -119,8 +119,13 @@ class TrainStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self._forward_loss = self._eager_forward_loss
         if mode == "compile":
-            # one graph; DistributedDataParallel splits it at its buckets (no fullgraph then)
-            self._forward_loss = torch.compile(self._eager_forward_loss, fullgraph=self.module is model)
+            # one graph; DistributedDataParallel splits it at its buckets (no fullgraph then). On
+            # the CPU, dropout keeps ATen's generator (fallback_random): inductor's CPU random
+            # numbers took twice as long (TACoS: 55 ms against 25 ms a step); on CUDA its Philox
+            # draws fuse into the surrounding kernels
+            on_cpu = all(p.device.type == "cpu" for p in self.params)
+            self._forward_loss = torch.compile(self._eager_forward_loss, fullgraph=self.module is model,
+                                               options={"fallback_random": True} if on_cpu else None)
         if mode == "cuda-graphs":
             if not all(group.get("capturable", False) for group in optimizer.param_groups):
                 raise ValueError("TrainStep: mode 'cuda-graphs' needs a capturable optimizer "
