@@ -192,6 +192,8 @@ for line in open(steps):
 print(f"{'target':<66} {'device':<26} {'want':>6} {'got':>9}")
 for spec in os.environ["TARGETS"].splitlines():
     name, device, want, step = spec.split("|")
+    if device == "cpu" and not dry:
+        continue
     hits = [r for r in rows if name in r[0] and r[1].startswith("CPU") == (device == "cpu")]
     if hits:
         r = hits[-1]
@@ -204,7 +206,10 @@ for spec in os.environ["TARGETS"].splitlines():
         why = f"step {step} did not run"
     else:
         state, note = status[step]
-        why = f"step {step} {state}" + (f" ({note[:60]})" if note and state != "passed" else "")
+        if state == "passed":
+            why = f"not measured: step {step} passed without it ({note[:50]}; skips in its log)"
+        else:
+            why = f"step {step} {state}" + (f" ({note[:60]})" if note else "")
     print(f"{name[:66]:<66} {device:<26} {want:>6}   missing: {why}")
 print()
 for name, (state, note) in status.items():
@@ -295,10 +300,11 @@ print('fian_fast._C loaded; its CUDA kernels', 'built' if fian_fast.has_cuda_ops
 else
     # ---------------------------------------------------------------------------- on the GPU
     missing=""
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || missing="$missing a-visible-GPU"
     command -v nvcc >/dev/null || missing="$missing nvcc"
     command -v ninja >/dev/null || missing="$missing ninja"
     if [ -n "$missing" ]; then
-        echo "FATAL: not found on PATH:$missing (the CUDA kernels cannot be built, or not in time)" \
+        echo "FATAL: missing:$missing (nothing on the GPU can be built or run)" \
             | tee -a "$LOG/build.log"
         record build failed 0 "missing:$missing"
         FAILED=1; BUILT=0
@@ -318,7 +324,7 @@ print('FATAL: fian_fast._C has no usable CUDA kernels:', fian_fast.extension_err
     if [ "$BUILT" = 1 ]; then
         run ops "$LOG/tests.log" "${PYTEST[@]}" -m cuda "${TESTS_OPS[@]}"
     else
-        skipped ops "no CUDA build"
+        skipped ops "the build step failed"
     fi
     run cga "$LOG/tests.log" "${PYTEST[@]}" -m cuda "${TESTS_CGA[@]}" -k "$CGA_PAPER"
     if [ "$BUILT" = 1 ]; then
@@ -329,7 +335,7 @@ print('FATAL: fian_fast._C has no usable CUDA kernels:', fian_fast.extension_err
         unset FIAN_FAST_BENCH_COMPILE
         run profile "$LOG/profile.txt" "$PY" benchmarks/profile_step.py --device cuda
     else
-        for s in step timings profile; do skipped "$s" "no CUDA build"; done
+        for s in step timings profile; do skipped "$s" "the build step failed"; done
     fi
     run tests-rest "$LOG/tests.log" "${PYTEST[@]}" -m cuda -k "$REST_K" "${REST[@]}"
     if [ "${COMPILE:-0}" = 1 ]; then
