@@ -38,10 +38,14 @@ def _seed():
     yield
 
 
+global_settings.SESSION_START = global_settings.snapshot()
+
+
 @pytest.fixture(autouse=True)
 def _restore_global_settings():
-    """Whatever a test changes of torch's process-wide settings (cuDNN flags, float32 precision,
-    determinism, default dtype, threads, ...) is put back after it."""
-    before = global_settings.snapshot()
+    """After every test, torch's process-wide settings (cuDNN flags, float32 precision,
+    determinism, default dtype, threads, ...) are put back as the session started: what a test,
+    or a module-scoped fixture set up before it (``fian-fast train`` called in-process sets the
+    threads), changed does not reach the tests after it."""
     yield
-    global_settings.restore(before)
+    global_settings.restore(global_settings.SESSION_START)

@@ -1,7 +1,7 @@
 """Process-wide torch settings that a test may change (cuDNN flags, float32 precision, determinism,
 default dtype, threads, grad mode, anomaly detection, autocast, CUDA sync debug mode): read them
-all, and put them back. ``tests/conftest.py`` snapshots them before every test and restores them
-after it, so no test leaks a setting into the ones after it."""
+all, and put them back. ``tests/conftest.py`` snapshots them when the session starts and restores
+them after every test, so no test leaks a setting into the ones after it."""
 import torch
 
 # Per-backend float32 precision (torch >= 2.9): always readable, and what the legacy flags
@@ -67,6 +67,9 @@ def _settings():
 
 
 _SETTINGS = _settings()
+
+#: The settings when the test session started (set by ``tests/conftest.py``).
+SESSION_START: dict = {}
 
 
 def snapshot() -> dict:
