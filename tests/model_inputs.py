@@ -31,3 +31,27 @@ def alone_and_batched(model, cfg):
     big_v[1, 17:] = 1e3
     big_q[1, 5:] = float("nan")
     return model(video, vl, query, ql), model(big_v, big_vl, big_q, big_ql)
+
+
+def each_window_alone(model, ds, protocol, thresholds, keys):
+    """What ``windows="each"`` should give on ``ds``: every window of every query graded as a
+    one-window query of its own (batches of one), then per query the best window's hits at each of
+    ``keys`` and its best mIoU term. Returns ``(hits, miou_sum)``."""
+    import dataclasses
+
+    from torch.utils.data import DataLoader
+
+    from fian_fast.data import GroundingDataset, collate
+    from fian_fast.evaluate import evaluate_model
+
+    hits, miou = {k: 0 for k in keys}, 0.0
+    for rec in ds.records:
+        per = []
+        for s, e in rec.windows or ((rec.start, rec.end),):
+            one = GroundingDataset([dataclasses.replace(rec, start=s, end=e, windows=())], ds.features, ds.vocab,
+                                   ds.num_frames, ds.max_query_length)
+            per.append(evaluate_model(model, DataLoader(one, collate_fn=collate), (protocol,), thresholds)[protocol])
+        for k in hits:
+            hits[k] += max(r.hits[k] for r in per)
+        miou += max(r.miou_sum for r in per)
+    return hits, miou
