@@ -57,7 +57,8 @@ _RATIOS = []
 def _append_row(row) -> None:
     """With ``FIAN_FAST_SPEEDUPS=path`` set, append one tab-separated row (name, device, reference
     ms, fast ms, ratio) to that file at once, flushed: a run killed later keeps every figure
-    measured before."""
+    measured before. With ``FIAN_FAST_INTERRUPT_AFTER_FIGURE=1`` (device_check.sh's rehearsal of a
+    cut step) the process then interrupts itself with SIGINT."""
     path = os.environ.get("FIAN_FAST_SPEEDUPS")
     if not path:
         return
@@ -66,6 +67,10 @@ def _append_row(row) -> None:
         f.write(f"{name}\t{device}\t{ref * 1e3:.4f}\t{fast * 1e3:.4f}\t{ratio:.3f}\n")
         f.flush()
         os.fsync(f.fileno())
+    if os.environ.get("FIAN_FAST_INTERRUPT_AFTER_FIGURE") == "1":
+        # device_check.sh's rehearsal of a cut step: stop here as a time limit's SIGINT would
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture
