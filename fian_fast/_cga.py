@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 import torch
 
 __all__ = ["CGAWeights", "MAX_HEAD_DIM", "FUSED_DTYPES", "KERNEL_DTYPES", "INPUT_PRECISIONS", "ENV_VAR", "MODES",
-           "MODE", "triton_runs_on", "use_triton", "default_input_precision"]
+           "MODE", "triton_runs_on", "use_triton", "cga_path", "default_input_precision"]
 
 
 class CGAWeights(NamedTuple):
@@ -104,6 +104,18 @@ def use_triton(device_type: str, dtype: torch.dtype, head_dim: int) -> bool:
     if MODE == "auto":
         return device_type == "cuda" and _HAS_TRITON
     return triton_runs_on(device_type)
+
+
+def cga_path(device_type: str, dtype: torch.dtype, head_dim: int) -> str:
+    """Which path ``fian_fast.ops.cga`` takes: ``"triton"`` where :func:`use_triton` says;
+    ``"aten"`` (the fused algebra with the attention core as one ATen-backed op and the gate as
+    plain tensor ops) for CPU tensors of a :data:`FUSED_DTYPES` dtype with heads of at most
+    :data:`MAX_HEAD_DIM` features unless ``FIAN_FAST_CGA=reference``; ``"reference"`` elsewhere."""
+    if use_triton(device_type, dtype, head_dim):
+        return "triton"
+    if MODE != "reference" and device_type == "cpu" and dtype in FUSED_DTYPES and head_dim <= MAX_HEAD_DIM:
+        return "aten"
+    return "reference"
 
 
 def _fp32_matmul_precision() -> str:

@@ -1,5 +1,6 @@
-"""``fian_fast.ops.cga`` (eq. 4-6): the op wrapper on the CPU (reference path), argument
-validation, and on a GPU the fused Triton path at the paper's shapes.
+"""``fian_fast.ops.cga`` (eq. 4-6): the op wrapper on the CPU (the ATen path: the fused algebra
+with the attention core as the ``fian_fast::cga_attention_aten`` op), argument validation, and on
+a GPU the fused Triton path at the paper's shapes.
 
 GPU tolerances (flash-attention's rule): the fused path's max error against a float64 reference
 is at most 2x that of the same-precision PyTorch computation (every op in the input dtype,
@@ -41,18 +42,72 @@ def _call(fn, t, ql, kl, heads, **kw):
     return fn(t[0], t[1], ql, kl, CGAWeights(*t[2:10], *extra), heads, **kw)
 
 
-# ---- CPU: the wrapper runs the reference ------------------------------------------------------
+# ---- CPU: the wrapper runs the ATen path ------------------------------------------------------
+
+def _aten_path(*args):
+    """The CPU path of ops.cga whatever the dtype (ops.cga sends float64 to the reference)."""
+    return importlib.import_module("fian_fast.ops.cga")._cga_fused(*args, "ieee", kernels="aten")
+
+
+def _assert_forward_and_gradients_close(fn, t, ql, kl, heads, atol, rtol=0.0):
+    g = torch.Generator().manual_seed(1)
+    grad = torch.randn(t[0].shape, generator=g, dtype=t[0].dtype)
+    got, got_grads = _forward_backward(fn, t, ql, kl, heads, grad)
+    want, want_grads = _forward_backward(cga_reference, [x.double() for x in t], ql, kl, heads, grad.double())
+    for name, a, b in zip(["output"] + NAMES, [got] + got_grads, [want] + want_grads):
+        torch.testing.assert_close(a.double(), b, atol=atol * max(b.abs().max().item(), 1.0), rtol=rtol, msg=name)
+
 
 @pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
-def test_cpu_matches_reference_exactly(separate):
-    t, ql, kl = _make(3, 7, 13, 32, separate)
+@pytest.mark.parametrize("B,Lq,Lk,d,heads", [(3, 7, 13, 32, 4), (1, 1, 1, 8, 1), (2, 30, 3, 24, 3),
+                                             (4, 17, 200, 64, 8)], ids=["odd", "one", "few-keys", "tacos-like"])
+def test_cpu_matches_reference_forward_and_gradients(B, Lq, Lk, d, heads, separate):
+    """float32 on the CPU (the ATen path) against the float64 reference, output and every
+    gradient, on random lengths (a full row and a length-1 row among them)."""
+    t, ql, kl = _make(B, Lq, Lk, d, separate)
+    ql[0], kl[-1] = Lq, 1
+    _assert_forward_and_gradients_close(cga, t, ql, kl, heads, atol=2e-6)
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_cpu_aten_path_float64_matches_reference_to_rounding(separate):
+    t, ql, kl = _make(3, 6, 11, 16, separate, dtype=torch.float64, ql=[6, 0, 2], kl=[11, 4, 0])
+    _assert_forward_and_gradients_close(_aten_path, t, ql, kl, 2, atol=1e-13)
+
+
+def test_cpu_bfloat16_runs_in_float32_inside():
+    """bf16 in, bf16 out, within bf16's rounding of the float64 reference (accumulation in float32)."""
+    t, ql, kl = _make(2, 9, 21, 32)
+    out = _call(cga, [x.bfloat16() for x in t], ql, kl, 4)
+    want = _call(cga_reference, [x.bfloat16().double() for x in t], ql, kl, 4)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), want, atol=2e-2 * want.abs().max().item(), rtol=0)
+
+
+def test_cpu_reference_mode_is_the_reference_exactly(monkeypatch):
+    monkeypatch.setattr(_cga, "MODE", "reference")
+    t, ql, kl = _make(3, 7, 13, 32, separate=True)
     torch.testing.assert_close(_call(cga, t, ql, kl, 4), _call(cga_reference, t, ql, kl, 4), atol=0, rtol=0)
 
 
-def test_cpu_gradcheck_float64():
+@pytest.mark.parametrize("fn", ["cga", "aten-path"])
+def test_cpu_gradcheck_float64(fn):
     t, ql, kl = _make(2, 3, 5, 8, separate=True, dtype=torch.float64, ql=[3, 1], kl=[5, 2])
     leaves = [x.requires_grad_() for x in t]
-    assert torch.autograd.gradcheck(lambda *a: _call(cga, list(a), ql, kl, 2), leaves)
+    f = cga if fn == "cga" else _aten_path
+    assert torch.autograd.gradcheck(lambda *a: _call(f, list(a), ql, kl, 2), leaves)
+
+
+def test_cpu_compiled_matches_eager():
+    """torch.compile(fullgraph=True) of the CPU path (inductor; the attention core an opaque op):
+    output and gradients as eager's."""
+    t, ql, kl = _make(2, 6, 15, 16, separate=False, ql=[6, 3], kl=[15, 0])
+    grad = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(2))
+    torch._dynamo.reset()
+    got, got_grads = _forward_backward(torch.compile(cga, fullgraph=True), t, ql, kl, 2, grad)
+    want, want_grads = _forward_backward(cga, t, ql, kl, 2, grad)
+    for name, a, b in zip(["output"] + NAMES, [got] + got_grads, [want] + want_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_cpu_zero_lengths_give_zeros_not_nan():
@@ -67,13 +122,17 @@ def test_empty_batch():
     assert _call(cga, t, ql, kl, 2).shape == (0, 5, 16)
 
 
-def test_import_and_cpu_call_do_not_import_triton():
+def test_import_does_not_import_triton_and_cpu_call_not_the_kernels():
+    # a CPU call runs ATen ops behind torch.library ops, whose dispatch imports torch._dynamo (and
+    # with it triton) on first use, as the BiGRU op does; the Triton kernels stay unloaded
     code = ("import sys, torch, fian_fast\n"
             "from fian_fast.ops import cga\n"
+            "assert 'triton' not in sys.modules, 'triton imported'\n"
             "d = 8\n"
             "w = fian_fast.ops.CGAWeights(*[torch.randn(d, d) for _ in range(6)], torch.zeros(d), torch.zeros(d))\n"
             "cga(torch.randn(1, 2, d), torch.randn(1, 3, d), torch.tensor([2]), torch.tensor([3]), w, 2)\n"
-            "assert 'triton' not in sys.modules, 'triton imported'\n")
+            "assert 'fian_fast.kernels' not in sys.modules, 'Triton kernels imported'\n"
+            "assert not any(m.startswith('fian_fast.kernels') for m in sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -142,6 +201,53 @@ def _op_cases(device):
 
 OP_NAMES = ["cga_attention", "cga_attention_backward", "cga_gate-separate", "cga_gate-shared",
             "cga_gate_backward-separate", "cga_gate_backward-shared"]
+
+
+def _aten_op_cases(dtype):
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(dtype).requires_grad_()
+
+    q, k, v = rnd(3, 7, 32), rnd(3, 13, 32), rnd(3, 13, 32)
+    ql, kl = torch.tensor([7, 3, 0]), torch.tensor([13, 0, 5])
+    heads, probs = torch.ops.fian_fast.cga_attention_aten(q, k, v, ql, kl, 4)
+    grad = torch.randn(3, 7, 32, generator=g).to(dtype)
+    return {
+        "cga_attention_aten": (torch.ops.fian_fast.cga_attention_aten.default, (q, k, v, ql, kl, 4)),
+        "cga_attention_aten_backward": (torch.ops.fian_fast.cga_attention_aten_backward.default,
+                                        (grad, q.detach(), k.detach(), v.detach(), probs, 4)),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("name", ["cga_attention_aten", "cga_attention_aten_backward"])
+def test_opcheck_aten_ops(name, dtype):
+    """torch.library.opcheck of the ATen attention ops (schema, autograd registration, fake
+    tensor, AOT dispatch), zero-length rows and samples included."""
+    op, args = _aten_op_cases(dtype)[name]
+    torch.library.opcheck(op, args)
+
+
+def test_aten_attention_op_matches_the_reference_heads():
+    """The op's heads are the reference's attention before W^O (identity W^Q, W^K, W^V), its
+    probabilities sum to one over the valid keys and are zero elsewhere, and its gradients pass
+    gradcheck in float64."""
+    g = torch.Generator().manual_seed(3)
+    q, kv = (torch.randn(3, L, 16, generator=g, dtype=torch.float64) for L in (5, 9))
+    ql, kl = torch.tensor([5, 2, 4]), torch.tensor([9, 1, 0])
+    heads, probs = torch.ops.fian_fast.cga_attention_aten(q, kv, kv, ql, kl, 2)   # the reference's K = V
+    eye = torch.eye(16, dtype=torch.float64)
+    from fian_fast.reference.cga import cross_modal_attention
+    torch.testing.assert_close(heads, cross_modal_attention(q, kv, ql, kl, eye, eye, eye, eye, 2), atol=1e-14, rtol=0)
+    assert probs.shape == (3, 2, 5, 9) and probs.dtype == torch.float64
+    keep = length_mask(kl, 9)[:, None, None, :] & length_mask(ql, 5)[:, None, :, None]
+    assert torch.count_nonzero(probs[~keep.expand_as(probs)]) == 0
+    torch.testing.assert_close(probs.sum(-1)[0], torch.ones(2, 5, dtype=torch.float64))
+    torch.testing.assert_close(probs.sum(-1)[1, :, :2], torch.ones(2, 2, dtype=torch.float64))
+    leaves = [x.requires_grad_() for x in (q, kv, torch.randn(3, 9, 16, generator=g, dtype=torch.float64))]
+    assert torch.autograd.gradcheck(
+        lambda *a: torch.ops.fian_fast.cga_attention_aten(*a, ql, kl, 2)[0], leaves)
 
 
 @pytest.mark.parametrize("name", OP_NAMES)
@@ -342,16 +448,37 @@ def test_use_triton_needs_triton_installed(monkeypatch):
         assert not _cga.use_triton("cuda", torch.float32, 64) and not _cga.use_triton("cpu", torch.float32, 64)
 
 
+@pytest.mark.parametrize("mode,interpret,device,dtype,head,expected", [
+    ("auto", True, "cuda", torch.bfloat16, 64, "triton"),
+    ("auto", True, "cpu", torch.float32, 64, "aten"),
+    ("auto", False, "cpu", torch.bfloat16, 256, "aten"),
+    ("auto", True, "cpu", torch.float32, 257, "reference"),
+    ("auto", True, "cpu", torch.float64, 64, "reference"),
+    ("auto", True, "cuda", torch.float64, 64, "reference"),
+    ("triton", True, "cpu", torch.float32, 64, "triton"),
+    ("triton", False, "cpu", torch.float32, 64, "aten"),
+    ("reference", True, "cpu", torch.float32, 64, "reference"),
+    ("reference", True, "cuda", torch.float32, 64, "reference"),
+    ("auto", True, "meta", torch.float32, 64, "reference"),
+], ids=lambda v: str(v).replace("torch.", ""))
+def test_cga_path_rule(monkeypatch, mode, interpret, device, dtype, head, expected):
+    monkeypatch.setattr(_cga, "MODE", mode)
+    monkeypatch.setattr(_cga, "_INTERPRET", interpret)
+    monkeypatch.setattr(_cga, "_HAS_TRITON", True)
+    assert _cga.cga_path(device, dtype, head) == expected
+
+
 def test_cga_takes_the_path_the_rule_picks(monkeypatch):
-    """ops.cga asks use_triton once per call and runs what it says: the fused path (here the
-    interpreter on the CPU) or the reference."""
+    """ops.cga asks cga_path once per call and runs what it says: the fused algebra with the
+    Triton kernels (here the interpreter on the CPU) or with the ATen core, or the reference."""
     ops_cga = importlib.import_module("fian_fast.ops.cga")  # the module (fian_fast.ops.cga is the function)
 
     t, ql, kl = _make(2, 5, 7, 32)
     calls = []
-    monkeypatch.setattr(ops_cga, "_cga_fused", lambda *a: calls.append("fused") or _cga_reference_of(*a))
+    monkeypatch.setattr(ops_cga, "_cga_fused",
+                        lambda *a, kernels="triton": calls.append(kernels) or _cga_reference_of(*a))
     monkeypatch.setattr(ops_cga, "_cga_reference", lambda *a: calls.append("reference") or cga_reference(*a))
-    for mode, expected in (("reference", "reference"), ("auto", "reference"), ("triton", "fused")):
+    for mode, expected in (("reference", "reference"), ("auto", "aten"), ("triton", "triton")):
         monkeypatch.setattr(_cga, "MODE", mode)
         monkeypatch.setattr(_cga, "_INTERPRET", True)
         monkeypatch.setattr(_cga, "_HAS_TRITON", True)

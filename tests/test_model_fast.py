@@ -84,13 +84,13 @@ def test_fast_backend_calls_the_fused_ops(monkeypatch):
 
 
 def test_fast_op_lookup_respects_the_device(monkeypatch):
-    """The model always gets ops.cga (it needs no extension); the op runs the reference on the
-    CPU by default (the one rule, fian_fast._cga.use_triton)."""
+    """The model always gets ops.cga (it needs no extension); the op runs its ATen path on the
+    CPU by default (the one rule, fian_fast._cga.cga_path)."""
     from fian_fast import _cga, ops
     from fian_fast.model._dispatch import fast_op
     assert fast_op("cga", torch.device("cpu")) is ops.cga
     monkeypatch.setattr(_cga, "MODE", "auto")
-    assert not _cga.use_triton("cpu", torch.float32, 8)
+    assert _cga.cga_path("cpu", torch.float32, 8) == "aten"
 
 
 def test_model_with_the_triton_cga_under_the_interpreter(monkeypatch):

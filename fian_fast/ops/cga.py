@@ -46,7 +46,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._cga import CGAWeights, default_input_precision, use_triton
+from .._cga import CGAWeights, cga_path, default_input_precision
 from .._validation import (check_cga_args, check_cga_attention_args, check_cga_gate_args, check_cga_triton_args,
                            check_like, check_tensor, check_triton_device)
 from ..reference.cga import cga as _cga_reference
@@ -183,10 +183,104 @@ def _gate_backward(ctx, grad_out):
 _cga_gate.register_autograd(_gate_backward, setup_context=_gate_setup)
 
 
+# ---- the attention core in ATen (the CPU path) -----------------------------------------------
+
+def _heads_view(t: Tensor, num_heads: int, acc: torch.dtype) -> Tensor:
+    B, L, d = t.shape
+    return t.to(acc).reshape(B, L, num_heads, d // num_heads).transpose(1, 2)      # [B, H, L, dk]
+
+
+def _attention_probs(q, k, query_lengths, key_lengths, num_heads, acc):
+    """Eq. 4's softmax(Q_i K_i^T / sqrt(d_k)) of every head, float [B, H, Lq, Lk], zero at padded
+    query rows, padded keys and for samples without a key."""
+    Lq, Lk = q.shape[1], k.shape[1]
+    scores = _heads_view(q, num_heads, acc) @ _heads_view(k, num_heads, acc).transpose(-1, -2)
+    scores = scores * (q.shape[2] // num_heads) ** -0.5
+    key_ok = (torch.arange(Lk, device=q.device)[None, :] < key_lengths[:, None])[:, None, None, :]
+    row_ok = (torch.arange(Lq, device=q.device)[None, :] < query_lengths[:, None])[:, None, :, None]
+    probs = torch.softmax(scores.masked_fill(~key_ok, float("-inf")), dim=-1)
+    # a row whose every key is padding is NaN after the softmax: where() drops it, gradient included
+    return torch.where(key_ok & row_ok & (key_lengths > 0)[:, None, None, None], probs, 0.0)
+
+
+def _merge_heads(t: Tensor, dtype: torch.dtype) -> Tensor:
+    B, H, L, dk = t.shape
+    return t.transpose(1, 2).reshape(B, L, H * dk).to(dtype)
+
+
+@torch.library.custom_op("fian_fast::cga_attention_aten", mutates_args=(),
+                         schema="(Tensor q, Tensor k, Tensor v, Tensor query_lengths, Tensor key_lengths, "
+                                "int num_heads) -> (Tensor, Tensor)")
+def _cga_attention_aten(q, k, v, query_lengths, key_lengths, num_heads):
+    """fian_fast::cga_attention_aten — the function of ``fian_fast::cga_attention`` in ATen calls
+    (batched GEMMs and a softmax, any device): heads [B, Lq, d] in q's dtype and the attention
+    probabilities [B, H, Lq, Lk] (float32, float64 for float64) that its backward reads."""
+    check_cga_attention_args("cga_attention_aten", q, k, v, query_lengths, key_lengths, num_heads, "ieee")
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    probs = _attention_probs(q, k, query_lengths, key_lengths, num_heads, acc)
+    return _merge_heads(probs @ _heads_view(v, num_heads, acc), q.dtype), probs
+
+
+@_cga_attention_aten.register_fake
+def _(q, k, v, query_lengths, key_lengths, num_heads):
+    check_cga_attention_args("cga_attention_aten", q, k, v, query_lengths, key_lengths, num_heads, "ieee")
+    B, Lq, d = q.shape
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty((B, Lq, d)), q.new_empty((B, num_heads, Lq, k.shape[1]), dtype=acc)
+
+
+@torch.library.custom_op("fian_fast::cga_attention_aten_backward", mutates_args=(),
+                         schema="(Tensor grad_heads, Tensor q, Tensor k, Tensor v, Tensor probs, int num_heads) "
+                                "-> (Tensor, Tensor, Tensor)")
+def _cga_attention_aten_backward(grad_heads, q, k, v, probs, num_heads):
+    """fian_fast::cga_attention_aten_backward — (dq, dk, dv) in q's dtype, from the saved
+    probabilities P: dV = P^T dO, dS = P * (dO V^T - rowsum(P * dO V^T)) / sqrt(d_k),
+    dQ = dS K, dK = dS^T Q."""
+    acc = probs.dtype
+    grad = _heads_view(grad_heads, num_heads, acc)
+    dp = grad @ _heads_view(v, num_heads, acc).transpose(-1, -2)
+    ds = probs * (dp - (probs * dp).sum(-1, keepdim=True)) * (q.shape[2] // num_heads) ** -0.5
+    dq = ds @ _heads_view(k, num_heads, acc)
+    dk = ds.transpose(-1, -2) @ _heads_view(q, num_heads, acc)
+    dv = probs.transpose(-1, -2) @ grad
+    return _merge_heads(dq, q.dtype), _merge_heads(dk, k.dtype), _merge_heads(dv, v.dtype)
+
+
+@_cga_attention_aten_backward.register_fake
+def _(grad_heads, q, k, v, probs, num_heads):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _attention_aten_setup(ctx, inputs, output):
+    q, k, v, _, _, num_heads = inputs
+    ctx.save_for_backward(q, k, v, output[1])
+    ctx.num_heads = num_heads
+    ctx.mark_non_differentiable(output[1])
+
+
+def _attention_aten_backward(ctx, grad_heads, grad_probs):
+    q, k, v, probs = ctx.saved_tensors
+    dq, dk, dv = torch.ops.fian_fast.cga_attention_aten_backward(grad_heads, q, k, v, probs, ctx.num_heads)
+    return dq, dk, dv, None, None, None
+
+
+_cga_attention_aten.register_autograd(_attention_aten_backward, setup_context=_attention_aten_setup)
+
+
+def _gate_aten(x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor, query_lengths: Tensor) -> Tensor:
+    """The gate of eq. 6 as plain tensor ops (a compiler fuses them with their neighbours):
+    sigmoid(x + b_g) * (info or x + b_i) in float32 (float64 for float64), zero padded rows."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa = x.to(acc)
+    out = torch.sigmoid(xa + b_gate.to(acc)) * ((info.to(acc) if info is not None else xa) + b_info.to(acc))
+    row_ok = torch.arange(x.shape[1], device=x.device)[None, :] < query_lengths[:, None]
+    return (out * row_ok[..., None].to(acc)).to(x.dtype)
+
+
 # ---- entry points ---------------------------------------------------------------------------
 
 def _cga_fused(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, w: CGAWeights,
-               num_heads: int, input_precision: str) -> Tensor:
+               num_heads: int, input_precision: str, kernels: str = "triton") -> Tensor:
     B, Lq, d = query.shape
     Lk = key_value.shape[1]
     separate = w.w_info_q is not None
@@ -198,13 +292,19 @@ def _cga_fused(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
     q = proj[:, :d].view(B, Lq, d)
     k = kv[:, :d].view(B, Lk, d)
     v = kv[:, d:].view(B, Lk, d)
-    heads, _ = torch.ops.fian_fast.cga_attention(q, k, v, query_lengths, key_lengths, num_heads, input_precision)
+    if kernels == "triton":
+        heads, _ = torch.ops.fian_fast.cga_attention(q, k, v, query_lengths, key_lengths, num_heads,
+                                                     input_precision)
+    else:
+        heads, _ = torch.ops.fian_fast.cga_attention_aten(q, k, v, query_lengths, key_lengths, num_heads)
     # fusion 2: W^O folded into the gate's value projections
     w_heads = torch.cat([w.w_gate_v @ w.w_o, w.w_info_v @ w.w_o]) if separate else w.w_gate_v @ w.w_o
     pre = torch.addmm(proj[:, d:], heads.view(B * Lq, d), w_heads.t())      # [B*Lq, d | 2d]
     x = pre[:, :d].view(B, Lq, d)
     info = pre[:, d:].view(B, Lq, d) if separate else None
-    return torch.ops.fian_fast.cga_gate(x, info, w.b_gate, w.b_info, query_lengths)
+    if kernels == "triton":
+        return torch.ops.fian_fast.cga_gate(x, info, w.b_gate, w.b_info, query_lengths)
+    return _gate_aten(x, info, w.b_gate, w.b_info, query_lengths)
 
 
 def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
@@ -255,7 +355,10 @@ def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Te
         with torch.autocast("cuda", enabled=False):
             return cga(cast(query), cast(key_value), query_lengths, key_lengths, weights, num_heads, validate=validate)
     check_cga_args(fn, query, key_value, query_lengths, key_lengths, weights, num_heads, validate)
-    if use_triton(query.device.type, query.dtype, query.shape[2] // num_heads):
+    path = cga_path(query.device.type, query.dtype, query.shape[2] // num_heads)
+    if path == "triton":
         return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads,
                           default_input_precision(query.dtype))
+    if path == "aten":
+        return _cga_fused(query, key_value, query_lengths, key_lengths, weights, num_heads, "ieee", kernels="aten")
     return _cga_reference(query, key_value, query_lengths, key_lengths, weights, num_heads)
