@@ -1,21 +1,22 @@
 """CGA's facts, stated once (cross-modal guided attention, paper section 3.3.1, eq. 4-6).
 
-The weights bundle :class:`CGAWeights`, what the fused Triton path supports (head size, dtypes,
-dot precisions), the rule :func:`use_triton` that picks the fused path or the reference, and the
+The weights bundle :class:`CGAWeights`, what the fused paths support (head size, dtypes, dot
+precisions), the rules :func:`use_triton` and :func:`cga_path` that pick the path, and the
 float32 dot precision :func:`default_input_precision`. ``kernels/cga.py``,
 :mod:`fian_fast.ops.cga`, :mod:`fian_fast._validation`, :mod:`fian_fast.reference.cga` and the
 model import them from here. This module imports neither Triton nor the kernels (``import
 fian_fast`` never imports Triton).
 
-Which path ``fian_fast.ops.cga`` takes (:func:`use_triton`), set by the environment variable
+Which path ``fian_fast.ops.cga`` takes (:func:`cga_path`), set by the environment variable
 ``FIAN_FAST_CGA``, read once when this module is imported:
 
 * ``auto`` (default): the fused Triton path for CUDA tensors of a :data:`FUSED_DTYPES` dtype with
-  heads of at most :data:`MAX_HEAD_DIM` features; the reference everywhere else (CPU, float64,
-  wider heads).
+  heads of at most :data:`MAX_HEAD_DIM` features; for CPU tensors within the same limits the
+  ATen path (the same fused algebra, the attention core as one ATen-backed op, the gate as plain
+  tensor ops); the reference everywhere else (float64, wider heads).
 * ``triton``: the fused Triton path wherever Triton can run it: CUDA tensors, and CPU tensors
   when ``TRITON_INTERPRET=1`` was set before the import (Triton's interpreter); same dtype and
-  head limits; the reference elsewhere.
+  head limits; on other CPU tensors the ATen path, the reference elsewhere.
 * ``reference``: always the pure-PyTorch reference (:func:`fian_fast.reference.cga.cga`).
 """
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The lookup happens at call time and returns ``None`` when ``fian_fast.ops.<name>`` needs the
 compiled extension and that is not built for the tensors' device, so the caller falls back to
 its pure-PyTorch twin in :mod:`fian_fast.reference`. ``cga`` needs no extension and is always
-returned: it chooses between its fused Triton path and the reference itself, by the one rule of
-:func:`fian_fast._cga.use_triton` (``FIAN_FAST_CGA``).
+returned: it chooses between its fused Triton path, its ATen path (CPU) and the reference
+itself, by the one rule of :func:`fian_fast._cga.cga_path` (``FIAN_FAST_CGA``).
 """
 from __future__ import annotations
 

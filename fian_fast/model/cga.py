@@ -50,9 +50,10 @@ class CGA(CMA):
     """CGA(Q, V) of eq. 6: ``σ(W_q^g Q + W_v^g CMA(Q,V) + b^g) ⊙ (W_q^i Q + W_v^i CMA(Q,V) + b^i)``.
 
     ``gate="shared"`` keeps W^i = W^g (the paper's setting); ``"separate"`` learns W_q^i, W_v^i.
-    ``backend="fast"`` calls ``fian_fast.ops.cga``, which runs its fused Triton path where
-    :func:`fian_fast._cga.use_triton` says (CUDA by default; ``FIAN_FAST_CGA`` overrides) and the
-    reference elsewhere; ``backend="reference"`` always runs :func:`fian_fast.reference.cga.cga`.
+    ``backend="fast"`` calls ``fian_fast.ops.cga``, which takes the path
+    :func:`fian_fast._cga.cga_path` picks (fused Triton kernels on CUDA, its ATen counterpart on
+    the CPU, the reference for float64; ``FIAN_FAST_CGA`` overrides); ``backend="reference"``
+    always runs :func:`fian_fast.reference.cga.cga`.
     Both take the same weights.
     """
 

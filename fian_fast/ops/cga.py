@@ -1,13 +1,22 @@
 """``fian_fast.ops.cga``: cross-modal guided attention (paper section 3.3.1, eq. 4-6).
 
-Same signature and function as :func:`fian_fast.reference.cga.cga`. :func:`cga` runs the fused
-Triton path where :func:`fian_fast._cga.use_triton` says — by default CUDA tensors of float32,
-float16 or bfloat16 with heads of at most 256 features — and the reference everywhere else; the
-environment variable ``FIAN_FAST_CGA`` (``auto`` | ``triton`` | ``reference``, read once at
-import, see :mod:`fian_fast._cga`) overrides that rule. :func:`cga_triton` runs the Triton path
-on any device Triton runs on (on the CPU under ``TRITON_INTERPRET=1``, which the tests use).
+Same signature and function as :func:`fian_fast.reference.cga.cga`. :func:`cga` takes the path
+:func:`fian_fast._cga.cga_path` picks: by default the fused Triton path for CUDA tensors of
+float32, float16 or bfloat16 with heads of at most 256 features, the ATen path (below) for CPU
+tensors within the same limits, and the reference everywhere else; the environment variable
+``FIAN_FAST_CGA`` (``auto`` | ``triton`` | ``reference``, read once at import, see
+:mod:`fian_fast._cga`) overrides that rule. :func:`cga_triton` runs the Triton path on any device
+Triton runs on (on the CPU under ``TRITON_INTERPRET=1``, which the tests use).
 
-Exact algebraic fusions of the Triton path (each is an identity, not an approximation):
+The ATen path (CPU) applies fusions 1 and 2 below and runs the attention core as one more op,
+``fian_fast::cga_attention_aten`` (batched GEMMs and a softmax in float32, float64 for float64;
+its backward, ``fian_fast::cga_attention_aten_backward``, works from the probabilities the
+forward returns, no recomputation), and the gate as plain tensor ops. Under ``torch.compile``
+the attention is one node of the graph instead of the reference's masks, reshapes and softmax
+traced op by op: fewer C++ kernels for inductor to generate and build, and the same GEMMs.
+It matches the reference to rounding (float32 within 1e-6 forward and backward in the tests).
+
+Exact algebraic fusions of the fused paths (each is an identity, not an approximation):
 
 1. One GEMM per input for the projections sharing it:
    ``Q [W_q; W_q^g (; W_q^i)]^T`` and ``V [W_K; W_V]^T``.
@@ -326,8 +335,9 @@ def cga_triton(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_leng
 
 def cga(query: Tensor, key_value: Tensor, query_lengths: Tensor, key_lengths: Tensor, weights: CGAWeights,
         num_heads: int, *, validate: bool = True) -> Tensor:
-    """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5), fused where
-    :func:`fian_fast._cga.use_triton` says (CUDA by default), the reference elsewhere.
+    """CGA(Q, V) of eq. 6 = information gate over CMA(Q, V) (eq. 4-5) on the path
+    :func:`fian_fast._cga.cga_path` picks: fused Triton kernels (CUDA by default), the ATen path
+    (CPU), the reference elsewhere (float64, heads wider than 256).
 
     Args:
         query: Tensor[B, Lq, d] float — the modality that asks (Q).
