@@ -10,9 +10,10 @@ clipping and the Adam step (section 4.3), run in one of three modes:
     forward + loss compiled whole (``torch.compile(fullgraph=True)``); backward through the
     compiled graph, clipping and Adam eager. The trainer pads every batch to one shape
     (:func:`pad_batch`) so that the graph compiles once. Each BiGRU is one opaque node
-    (:func:`fian_fast.ops.bigru`, cuDNN on CUDA), so compile time does not grow with the frames:
-    on a 2-core CPU (one thread, batch 2) 80 s at 32 frames, 78 s at 200 (TACoS), mostly building
-    inductor's C++ kernels; 3-4 s once inductor's cache holds them
+    (:func:`fian_fast.ops.bigru`, cuDNN on CUDA), and so is CGA's attention core (on CUDA its
+    Triton kernels, on the CPU one ATen-backed op), so compile time does not grow with the frames:
+    on a 2-core CPU (one thread, batch 2) 25-34 s at every preset, 32 to 200 frames, about half of
+    it building inductor's ~50 C++ kernels; 1-2 s once inductor's cache holds them
     (``benchmarks/test_bench_compile.py``).
 ``cuda-graphs``
     the whole step — forward, loss, backward, clipping and the optimizer step — captured once in
