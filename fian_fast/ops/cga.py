@@ -58,7 +58,7 @@ from torch import Tensor
 from .._cga import CGAWeights, cga_path, default_input_precision
 from .._validation import (check_cga_args, check_cga_attention_args, check_cga_gate_args, check_cga_triton_args,
                            check_like, check_tensor, check_triton_device)
-from ..reference.cga import cga as _cga_reference
+from ..reference.cga import _acc_dtype, length_mask, cga as _cga_reference
 
 __all__ = ["cga", "cga_triton", "CGAWeights"]
 
@@ -205,8 +205,8 @@ def _attention_probs(q, k, query_lengths, key_lengths, num_heads, acc):
     Lq, Lk = q.shape[1], k.shape[1]
     scores = _heads_view(q, num_heads, acc) @ _heads_view(k, num_heads, acc).transpose(-1, -2)
     scores = scores * (q.shape[2] // num_heads) ** -0.5
-    key_ok = (torch.arange(Lk, device=q.device)[None, :] < key_lengths[:, None])[:, None, None, :]
-    row_ok = (torch.arange(Lq, device=q.device)[None, :] < query_lengths[:, None])[:, None, :, None]
+    key_ok = length_mask(key_lengths, Lk)[:, None, None, :]
+    row_ok = length_mask(query_lengths, Lq)[:, None, :, None]
     probs = torch.softmax(scores.masked_fill(~key_ok, float("-inf")), dim=-1)
     # a row whose every key is padding is NaN after the softmax: where() drops it, gradient included
     return torch.where(key_ok & row_ok & (key_lengths > 0)[:, None, None, None], probs, 0.0)
@@ -225,7 +225,7 @@ def _cga_attention_aten(q, k, v, query_lengths, key_lengths, num_heads):
     (batched GEMMs and a softmax, any device): heads [B, Lq, d] in q's dtype and the attention
     probabilities [B, H, Lq, Lk] (float32, float64 for float64) that its backward reads."""
     check_cga_attention_args("cga_attention_aten", q, k, v, query_lengths, key_lengths, num_heads, "ieee")
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    acc = _acc_dtype(q)
     probs = _attention_probs(q, k, query_lengths, key_lengths, num_heads, acc)
     return _merge_heads(probs @ _heads_view(v, num_heads, acc), q.dtype), probs
 
@@ -234,7 +234,7 @@ def _cga_attention_aten(q, k, v, query_lengths, key_lengths, num_heads):
 def _(q, k, v, query_lengths, key_lengths, num_heads):
     check_cga_attention_args("cga_attention_aten", q, k, v, query_lengths, key_lengths, num_heads, "ieee")
     B, Lq, d = q.shape
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    acc = _acc_dtype(q)
     return q.new_empty((B, Lq, d)), q.new_empty((B, num_heads, Lq, k.shape[1]), dtype=acc)
 
 
@@ -279,10 +279,10 @@ _cga_attention_aten.register_autograd(_attention_aten_backward, setup_context=_a
 def _gate_aten(x: Tensor, info: Optional[Tensor], b_gate: Tensor, b_info: Tensor, query_lengths: Tensor) -> Tensor:
     """The gate of eq. 6 as plain tensor ops (a compiler fuses them with their neighbours):
     sigmoid(x + b_g) * (info or x + b_i) in float32 (float64 for float64), zero padded rows."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = _acc_dtype(x)
     xa = x.to(acc)
     out = torch.sigmoid(xa + b_gate.to(acc)) * ((info.to(acc) if info is not None else xa) + b_info.to(acc))
-    row_ok = torch.arange(x.shape[1], device=x.device)[None, :] < query_lengths[:, None]
+    row_ok = length_mask(query_lengths, x.shape[1])
     return (out * row_ok[..., None].to(acc)).to(x.dtype)
 
 
