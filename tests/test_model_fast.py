@@ -43,10 +43,11 @@ def test_fast_backend_matches_reference_on_cpu():
 
 
 def test_fast_backend_calls_the_fused_ops(monkeypatch):
-    """backend="fast" routes window_score / iou_label / decode / cga through fian_fast.ops when
+    """backend="fast" routes window_score / iou_label / decode / cga / relu_dropout through fian_fast.ops when
     they can run; spies stand in for the ops and forward to the references."""
     import fian_fast.model.cga as cga_module
     import fian_fast.model.decode as decode_module
+    import fian_fast.model.iterative_attention as iterative_attention_module
     import fian_fast.model.localization as localization_module
     import fian_fast.model.loss as loss_module
     from fian_fast import reference
@@ -62,8 +63,9 @@ def test_fast_backend_calls_the_fused_ops(monkeypatch):
     fakes = {"window_score": spy("window_score", reference.window_score),
              "iou_label": spy("iou_label", reference.iou_label),
              "decode": spy("decode", reference.decode),
-             "cga": spy("cga", reference_cga)}
-    for module in (cga_module, decode_module, localization_module, loss_module):
+             "cga": spy("cga", reference_cga),
+             "relu_dropout": spy("relu_dropout", reference.relu_dropout)}
+    for module in (cga_module, decode_module, localization_module, loss_module, iterative_attention_module):
         monkeypatch.setattr(module, "fast_op", lambda name, device: fakes[name])
     cfg = tiny()
     x = inputs(cfg, [24, 13], [8, 3])
@@ -72,9 +74,11 @@ def test_fast_backend_calls_the_fused_ops(monkeypatch):
     model.loss(out, torch.tensor([[0.1, 0.4], [0.2, 0.7]]))
     model.decode(out, torch.tensor([3.0, 4.0]))
     names = [name for name, _ in calls]
-    assert names.count("cga") == 4 and {"window_score", "iou_label", "decode"} <= set(names)
-    # the model checked its inputs once: no op it calls checks values again
-    assert all(not validate for name, validate in calls if name != "window_score"), calls
+    assert names.count("cga") == 4 and names.count("relu_dropout") == 4
+    assert {"window_score", "iou_label", "decode"} <= set(names)
+    # the model checked its inputs once: no op it calls checks values again (relu_dropout reads
+    # no values, only its arguments' types)
+    assert all(not validate for name, validate in calls if name not in ("window_score", "relu_dropout")), calls
     calls.clear()
     reference_model = FIAN(cfg).eval()
     out = reference_model(*x)

@@ -6,6 +6,7 @@ from typing import Dict
 import torch
 from torch import nn
 
+from ._dispatch import fast_op
 from .cga import build_attention
 from .encoders import zero_padding
 
@@ -21,6 +22,11 @@ class CrossModalEncoder(nn.Module):
 
     A Q-V encoder: ``query`` asks, ``key_value`` is attended to; the output is the V-aware Q.
     ``attention`` picks the block: "cga" (paper), "cma" or "soft" (Table 4 ablations).
+
+    ``ffn`` is ``nn.Sequential(Linear, ReLU, Dropout, Linear)`` on both backends (its parameters
+    are ``ffn.0.*`` and ``ffn.3.*``); ``backend="fast"`` runs its ReLU and Dropout as
+    :func:`fian_fast.ops.relu_dropout` (same function, same random stream, a backward that keeps
+    only the output).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, ffn_size: int, dropout: float,
@@ -32,14 +38,23 @@ class CrossModalEncoder(nn.Module):
                                  nn.Linear(ffn_size, hidden_size))
         self.norm2 = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)
+        self.backend = backend
 
     def forward(self, query: torch.Tensor, key_value: torch.Tensor, query_lengths: torch.Tensor,
                 key_lengths: torch.Tensor) -> torch.Tensor:
         """query [B, Lq, d_h], key_value [B, Lk, d_h], lengths int64 [B] -> [B, Lq, d_h],
         zero at padded query rows."""
         x = self.norm1(query + self.dropout(self.attention(query, key_value, query_lengths, key_lengths)))
-        x = self.norm2(x + self.dropout(self.ffn(x)))
+        x = self.norm2(x + self.dropout(self._ffn(x)))
         return zero_padding(x, query_lengths)
+
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """FFN(X) = max(0, X W1 + b1) W2 + b2 of eq. 7, with the dropout between the two layers."""
+        op = fast_op("relu_dropout", x.device) if self.backend == "fast" else None
+        if op is None:
+            return self.ffn(x)
+        first, _, dropout, second = self.ffn
+        return second(op(first(x), dropout.p, self.training))
 
 
 class IterativeAttention(nn.Module):

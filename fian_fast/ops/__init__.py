@@ -12,5 +12,6 @@ from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
 from .bigru import BiGRUWeights, bigru
+from .relu_dropout import relu_dropout
 
-__all__ = ["CGAWeights", "cga", "pairwise_iou", "window_score", "iou_label", "temporal_nms", "decode", "BiGRUWeights", "bigru"]
+__all__ = ["CGAWeights", "cga", "pairwise_iou", "window_score", "iou_label", "temporal_nms", "decode", "BiGRUWeights", "bigru", "relu_dropout"]

@@ -8,5 +8,6 @@ from .iou_label import iou_label
 from .temporal_nms import temporal_nms
 from .decode import decode
 from .bigru import BiGRUWeights, bigru
+from .relu_dropout import relu_dropout
 
-__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "CGAWeights", "cross_modal_attention", "information_gate", "bigru", "BiGRUWeights"]
+__all__ = ["pairwise_iou", "window_candidates", "window_score", "iou_label", "temporal_nms", "decode", "cga", "CGAWeights", "cross_modal_attention", "information_gate", "bigru", "BiGRUWeights", "relu_dropout"]
