@@ -14,6 +14,8 @@ from fian_fast.ops import BiGRUWeights, bigru
 from fian_fast.ops.bigru import _bigru_backward_cpu, _recomputing_backward
 from fian_fast.reference.bigru import bigru as bigru_reference
 
+from compiled_graphs import aot_graphs, targets
+
 # float64: the same recurrence in another order of operations; float32: a few ulps of that order
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-12), torch.float32: dict(atol=1e-6, rtol=1e-5)}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -211,35 +213,12 @@ def test_registered_ops_check_their_arguments():
 
 # ---- compiled: one node, whatever the length ------------------------------------------------
 
-def _graphs(fn, *args):
-    """(forward graph, backward graph) of AOTAutograd for ``fn(*args).sum()``, compiled with
-    fullgraph; the compiled output is returned too."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = []
-
-    def keep(gm, example_inputs):
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
-
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
-    out = compiled(*args)
-    out.sum().backward()
-    return graphs, out
-
-
-def _targets(gm):
-    return [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
-
-
 @pytest.mark.parametrize("L", [16, 200])
 def test_compiled_bigru_is_one_node_forward_and_backward(L):
     x, lengths, w = make([L, L // 2, 1], C=4, H=3, dtype=torch.float32)
     x, *ws = leaves(x, *w)
-    (forward, backward), out = _graphs(lambda x, *ws: bigru(x, lengths, ws, validate=False), x, *ws)
-    fw, bw = _targets(forward), _targets(backward)
+    (forward, backward), out = aot_graphs(lambda x, *ws: bigru(x, lengths, ws, validate=False), x, *ws)
+    fw, bw = targets(forward), targets(backward)
     assert fw.count("fian_fast.bigru.default") == 1 and bw.count("fian_fast.bigru_backward.default") == 1
     assert not any("gru" in t and "fian_fast" not in t for t in fw + bw), fw + bw
     assert len(fw) <= 3 and len(bw) <= 12            # the op, and getitems of its nine gradients
@@ -251,7 +230,7 @@ def test_encoder_graph_size_does_not_grow_with_the_frames():
     for L in (8, 64):
         module = BiGRU(4, 6)
         x, lengths = torch.randn(2, L, 4, requires_grad=True), torch.tensor([L, 3])
-        (forward, backward), _ = _graphs(module, x, lengths)
+        (forward, backward), _ = aot_graphs(module, x, lengths)
         sizes.append((len(forward.graph.nodes), len(backward.graph.nodes)))
     assert sizes[0] == sizes[1]
 

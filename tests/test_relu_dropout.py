@@ -5,6 +5,8 @@ import torch
 
 from fian_fast import FIAN, FIANConfig, ops, reference
 
+from compiled_graphs import aot_graphs, saved_dtypes, targets
+
 SHAPES = [(1,), (3, 7), (2, 5, 13), (0, 4), (2, 0, 3)]
 
 
@@ -91,34 +93,15 @@ def test_registered_backward_checks_its_arguments():
         op(torch.ones(3), torch.ones(3), 1.5)
 
 
-def _graph_targets(fn, h):
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.common import aot_autograd
-
-    graphs = []
-
-    def keep(gm, example_inputs):
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
-
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
-    compiled(h).sum().backward()
-    forward, backward = graphs
-    saved = [n for n in forward.graph.nodes if n.op == "output"][0].args[0][1:]
-    return forward, backward, saved
-
-
 def test_compiled_saves_one_float_tensor_and_no_mask():
     """Under torch.compile the backward is the one opaque op and the forward saves no bool mask
     (the reference's graph saves one)."""
     h = torch.randn(6, 10, requires_grad=True)
-    forward, backward, saved = _graph_targets(lambda x: ops.relu_dropout(x * 2, 0.1, True), h)
-    targets = [str(n.target) for n in backward.graph.nodes if n.op == "call_function"]
-    assert "fian_fast.relu_dropout_backward.default" in targets
-    assert [s.meta["val"].dtype for s in saved if hasattr(s, "meta") and "val" in s.meta] == [torch.float32]
-    _, _, saved_ref = _graph_targets(lambda x: reference.relu_dropout(x * 2, 0.1, True), h)
-    assert torch.bool in [s.meta["val"].dtype for s in saved_ref if hasattr(s, "meta") and "val" in s.meta]
+    (forward, backward), _ = aot_graphs(lambda x: ops.relu_dropout(x * 2, 0.1, True), h)
+    assert "fian_fast.relu_dropout_backward.default" in targets(backward)
+    assert saved_dtypes(forward) == [torch.float32]
+    (forward, _), _ = aot_graphs(lambda x: reference.relu_dropout(x * 2, 0.1, True), h)
+    assert torch.bool in saved_dtypes(forward)
 
 
 @pytest.mark.slow
